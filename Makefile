@@ -1,0 +1,46 @@
+# The one test command is `make test` (README). It needs only python3 and make.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck unit demo image-test clean mosquitto
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Integration tests talk to a real mosquitto; install it when missing (root only).
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null); \
+	  else \
+	    echo "mosquitto is missing: run 'sudo apt-get install mosquitto mosquitto-clients' and retry"; exit 1; \
+	  fi; }
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy gateway
+
+test: $(STAMP) mosquitto lint typecheck
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+demo: $(STAMP)
+	$(BIN)/gateway demo
+
+image-test:
+	bash docker/image-test.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

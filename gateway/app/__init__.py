@@ -1,0 +1,1 @@
+"""Imperative shell: supervisor, channels, HTTP, metrics, CLI."""

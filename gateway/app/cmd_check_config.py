@@ -1,0 +1,1 @@
+"""`gateway check-config PATH [--quiet]` (placeholder until the loader lands)."""

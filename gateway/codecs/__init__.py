@@ -1,0 +1,1 @@
+"""Sans-I/O codecs: bytes in, events out; events in, bytes out. No sockets, no trio."""

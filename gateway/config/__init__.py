@@ -1,0 +1,1 @@
+"""Site configuration: frozen attrs classes (model) and the strict TOML loader (loader)."""
