@@ -96,9 +96,7 @@ class RateLimiter:
         self._last[key] = now
         return self._suppressed.pop(key, 0)
 
-    def log(
-        self, logger: logging.Logger, level: int, key: str, event: str, **fields: Any
-    ) -> bool:
+    def log(self, logger: logging.Logger, level: int, key: str, event: str, **fields: Any) -> bool:
         suppressed = self.allow(key)
         if suppressed is None:
             return False

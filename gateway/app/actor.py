@@ -1,0 +1,193 @@
+"""Tracker actor: the only task family that touches domain state (README "Architecture").
+
+Three consumers call the synchronous core — events from the events channel, door changes from
+the LatestValue cell, and a 1 s ticker — and dispatch the returned effects with `send_nowait`.
+The actor awaits only channel receive, `wait_changed` and sleep (concurrency rule 1); every
+other await in this module is one of those three.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+
+import attrs
+import trio
+
+from gateway.app.latest import LatestValue
+from gateway.app.livefeed import LiveFeedHub
+from gateway.app.logs import RateLimiter, log_event
+from gateway.codecs.journey_json import encode_payload
+from gateway.core.effects import DoorFeed, Effect, EmitJourney, Log, Publish
+from gateway.core.model import AccInput, DoorReading, GateCmd, XovisBatch
+from gateway.core.tracker import Tracker
+from gateway.io.egress import EgressStats
+from gateway.io.gate_worker import GateJob
+
+log = logging.getLogger("gateway.tracker")
+
+TICK_S = 1.0  # behaviour.md §4.10
+DRAIN_BATCH = 64  # items handled per wake-up before yielding (keeps the gate worker prompt)
+
+
+class TrackerCrashed(Exception):
+    """A core handler raised: fatal for the process (README concurrency rule 5)."""
+
+
+@attrs.define(slots=True)
+class RuntimeStats:
+    journey_egress_received: int = 0
+    journey_egress_dropped: int = 0
+    events_handled: int = 0
+    door_changes: int = 0
+
+
+@attrs.define(slots=True)
+class QueueGatePort:
+    """GatePort over the gate channel: `try_send` never blocks; the bool decides the count (D7)."""
+
+    send: trio.MemorySendChannel[GateJob]
+    enqueued: int = 0
+
+    def try_send(self, cmd: GateCmd) -> bool:
+        try:
+            self.send.send_nowait(GateJob(cmd, None))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        self.enqueued += 1
+        return True
+
+
+@attrs.define(slots=True, eq=False)
+class TrackerActor:
+    tracker: Tracker
+    site: str
+    gate_port: QueueGatePort
+    journal_send: trio.MemorySendChannel[object]
+    egress_send: trio.MemorySendChannel[Publish]
+    egress_stats: EgressStats
+    hub: LiveFeedHub | None
+    stats: RuntimeStats = attrs.field(factory=RuntimeStats)
+    # test hook: called before each handled item (S147 holds the tracker, S152 raises)
+    before_item: Callable[[object], None] | None = None
+    _limiter: RateLimiter = attrs.field(factory=RateLimiter)
+    crashed: BaseException | None = None
+
+    # ---- effects -------------------------------------------------------------------------
+    def dispatch(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Publish):
+                self._offer(effect)
+            elif isinstance(effect, EmitJourney):
+                self._emit_journey(effect)
+            elif isinstance(effect, DoorFeed):
+                if self.hub is not None:
+                    self.hub.publish(
+                        "door",
+                        encode_payload(
+                            {
+                                "status": effect.status,
+                                "fault": effect.fault,
+                                "alarm": effect.alarm,
+                                "source": effect.source,
+                            }
+                        ),
+                    )
+            elif isinstance(effect, Log) and log.isEnabledFor(effect.level):
+                log.log(effect.level, effect.event, extra={"fields": dict(effect.fields)})
+
+    def _offer(self, item: Publish) -> None:
+        try:
+            self.egress_send.send_nowait(item)
+        except trio.WouldBlock:
+            self.egress_stats.dropped["queue_full"] = (
+                self.egress_stats.dropped.get("queue_full", 0) + 1
+            )
+            self._limiter.log(log, logging.WARNING, "egress_full", "egress_queue_full")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # shutting down after the egress drain: nothing left to deliver to
+
+    def _emit_journey(self, effect: EmitJourney) -> None:
+        self.stats.journey_egress_received += 1
+        try:
+            self.journal_send.send_nowait(effect.record)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.stats.journey_egress_dropped += 1
+            self._limiter.log(log, logging.WARNING, "journal_full", "journal_queue_full")
+        self._offer(Publish("journey", {"site": self.site, **effect.record}))
+
+    # ---- consumers -----------------------------------------------------------------------
+    def handle(self, item: object) -> None:
+        """Run one input through the core; any exception is fatal (TrackerCrashed)."""
+        try:
+            if self.before_item is not None:
+                self.before_item(item)
+            if isinstance(item, XovisBatch):
+                effects = self.tracker.handle_batch(item)
+            elif isinstance(item, AccInput):
+                effects = self.tracker.handle_acc(item)
+            else:
+                log_event(log, logging.WARNING, "unknown_event_item", type=type(item).__name__)
+                return
+            self.stats.events_handled += 1
+            self.dispatch(effects)
+        except Exception as exc:
+            self.crashed = exc
+            raise TrackerCrashed(str(exc)) from exc
+
+    async def consume_events(self, receive: trio.MemoryReceiveChannel[object]) -> None:
+        async for item in receive:
+            self.handle(item)
+            sent = self.gate_port.enqueued
+            # drain what is already queued without a checkpoint per item, but yield at once
+            # after a gate command so the gate worker writes it without waiting for us
+            for _ in range(DRAIN_BATCH):
+                if self.gate_port.enqueued != sent:
+                    break
+                try:
+                    item = receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self.handle(item)
+
+    def drain(self, receive: trio.MemoryReceiveChannel[object]) -> int:
+        """Handle everything still queued (shutdown step 2); returns the count."""
+        count = 0
+        while True:
+            try:
+                item = receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return count
+            self.handle(item)
+            count += 1
+
+    async def consume_door(self, cell: LatestValue[DoorReading]) -> None:
+        _, version = cell.get()
+        while True:
+            reading, version = await cell.wait_changed(version)
+            self.stats.door_changes += 1
+            try:
+                effects = self.tracker.handle_door(reading)
+            except Exception as exc:
+                self.crashed = exc
+                raise TrackerCrashed(str(exc)) from exc
+            self.dispatch(effects)
+
+    async def run_ticker(self) -> None:
+        """Ticks at start + k × 1 s; a late tick runs once and missed deadlines are skipped."""
+        start = trio.current_time()
+        k = 1
+        while True:
+            await trio.sleep_until(start + k * TICK_S)
+            try:
+                effects = self.tracker.tick()
+            except Exception as exc:
+                self.crashed = exc
+                raise TrackerCrashed(str(exc)) from exc
+            self.dispatch(effects)
+            k = max(k + 1, math.floor((trio.current_time() - start) / TICK_S) + 1)
+
+    def finalize(self) -> None:
+        """Shutdown finalization (behaviour.md §11.5) after the events channel was drained."""
+        self.dispatch(self.tracker.shutdown())

@@ -1,0 +1,380 @@
+"""`gateway run`: the nursery tree, its channels and the ordered shutdown (README "Architecture").
+
+One root nursery owns every task. Stages have their own cancel scopes so shutdown can stop them
+in order (D15): ingest → tracker drain + finalization → gate worker → journal flush + fsync →
+bounded egress drain → HTTP server. All channels are bounded with the `[queues]` capacities.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from gateway import __version__
+from gateway.app.actor import QueueGatePort, TrackerActor, TrackerCrashed
+from gateway.app.clock import SystemClock
+from gateway.app.http import HttpContext, serve_http
+from gateway.app.latest import LatestValue
+from gateway.app.livefeed import LiveFeedHub
+from gateway.app.logs import log_event
+from gateway.app.state import Components
+from gateway.app.supervisor import SupervisorStats, supervise
+from gateway.config.model import Config
+from gateway.core.effects import Publish
+from gateway.core.model import DoorReading
+from gateway.core.tracker import Tracker
+from gateway.io.acc_listener import serve_acc
+from gateway.io.analysis_log import AnalysisRecord, run_analysis_log
+from gateway.io.egress import run_egress
+from gateway.io.gate_worker import GateJob, GateWorker
+from gateway.io.journal import run_journal
+from gateway.io.mqtt_ingress import run_mqtt_ingress
+from gateway.io.rs485_poller import run_rs485_poller
+
+log = logging.getLogger("gateway.runtime")
+
+GATE_DRAIN_S = 1.0  # shutdown: how long the gate worker may finish queued commands
+JOURNAL_CLOSE_S = 10.0  # shutdown: bound on the final flush + fsync
+EGRESS_DRAIN_S = 5.5  # shutdown: egress drains ≤ 5 s itself (interfaces.md §7)
+
+
+@attrs.define(slots=True)
+class RunOptions:
+    """Knobs for demo/sim/tests; production uses the defaults."""
+
+    allow_control_without_token: bool = False
+    install_signal_handlers: bool = True
+    before_item: Callable[[object], None] | None = None  # tracker test hook (S147, S152)
+    ingress_crashes: int = 0  # S151: the ingress task raises this many times first
+    ready: Callable[[Components], None] | None = None
+
+
+async def _run_then_set(fn: Callable[[], Awaitable[Any]], done: trio.Event) -> None:
+    try:
+        await fn()
+    finally:
+        done.set()
+
+
+def _crash_first(n: int, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Test hook for S151: raise `n` times before running the real task."""
+    left = [n]
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise RuntimeError("test hook: ingress crash")
+        return await fn(*args, **kwargs)
+
+    return wrapped
+
+
+async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `Components.request_stop`); returns the exit code."""
+    opts = options or RunOptions()
+    clock = SystemClock()
+    q = config.queues
+    events_send, events_recv = trio.open_memory_channel[object](q.events)
+    gate_send, gate_recv = trio.open_memory_channel[GateJob](q.gate)
+    journal_send, journal_recv = trio.open_memory_channel[object](q.journeys)
+    egress_send, egress_recv = trio.open_memory_channel[Publish](q.egress)
+    analysis_send, analysis_recv = trio.open_memory_channel[AnalysisRecord](q.analysis)
+
+    comp = Components.create(config, clock)
+    comp.events_send, comp.gate_send, comp.egress_send = events_send, gate_send, egress_send
+    comp.events_recv, comp.gate_recv = events_recv, gate_recv
+    hub = LiveFeedHub(q.ws_client, config.http.max_ws_clients, comp.livefeed_stats)
+    comp.hub = hub
+    door = LatestValue(DoorReading("unknown", 0, 0, "rs485"))
+    comp.door = door
+    gate_port = QueueGatePort(gate_send)
+    tracker = Tracker(config, clock, gate_port)
+    comp.tracker = tracker
+    actor = TrackerActor(
+        tracker=tracker,
+        site=config.site.id,
+        gate_port=gate_port,
+        journal_send=journal_send,
+        egress_send=egress_send,
+        egress_stats=comp.egress_stats,
+        hub=hub,
+        before_item=opts.before_item,
+    )
+    comp.actor = actor
+    sup = comp.supervisor_stats
+    worker = GateWorker(
+        config.gate, config.site.id, clock, comp.gate_sender, comp.publish, comp.gate_stats
+    )
+
+    log_event(
+        log, logging.INFO, "gateway_starting", version=__version__, site=config.site.id,
+        config=config.path,
+    )  # fmt: skip
+
+    stop = comp.stop_requested
+    hard_stop = trio.Event()
+    http_shutdown = trio.Event()
+    journal_done, egress_done, http_done = trio.Event(), trio.Event(), trio.Event()
+
+    async with trio.open_nursery() as root:
+        if opts.install_signal_handlers:
+            root.start_soon(_watch_signals, stop, hard_stop)
+
+        # --- output stage: HTTP, journal, egress, gate -----------------------------------
+        if config.metrics.prometheus_port:
+            ctx = HttpContext(
+                config=config,
+                clock=clock,
+                health=comp.health,
+                metrics=comp.metrics_text,
+                events_send=events_send,
+                gate_send=gate_send,
+                door=door,
+                acc_stats=comp.acc_stats,
+                allow_control_without_token=opts.allow_control_without_token,
+            )
+            comp.http_ctx = ctx
+
+            async def http_task() -> None:
+                await supervise("http", serve_http, ctx, http_shutdown, stats=sup)
+
+            root.start_soon(_run_then_set, http_task, http_done)
+        else:
+            http_done.set()
+
+        async def journal_task() -> None:
+            await supervise(
+                "journal", run_journal, config.egress, journal_recv, comp.journal_stats, stats=sup
+            )
+
+        async def egress_task() -> None:
+            await supervise(
+                "egress",
+                _egress_entry(config, egress_recv, comp),
+                stats=sup,
+            )
+
+        root.start_soon(_run_then_set, journal_task, journal_done)
+        root.start_soon(_run_then_set, egress_task, egress_done)
+        root.start_soon(comp.run_summary_log)
+
+        gate_scope = trio.CancelScope()
+
+        async def gate_stage() -> None:
+            with gate_scope:
+                async with trio.open_nursery() as n:
+                    if config.gate.mode == "tcp":
+                        n.start_soon(
+                            lambda: supervise("gate_link", comp.gate_sender.run, stats=sup)
+                        )
+                    n.start_soon(
+                        lambda: supervise("gate_worker", _worker_entry(worker, gate_recv), stats=sup)
+                    )
+
+        root.start_soon(gate_stage)
+
+        # --- tracker actor ----------------------------------------------------------------
+        tracker_scope = trio.CancelScope()
+        tracker_done = trio.Event()
+
+        async def tracker_stage() -> None:
+            try:
+                with tracker_scope:
+                    async with trio.open_nursery() as n:
+                        n.start_soon(actor.consume_events, events_recv)
+                        n.start_soon(actor.consume_door, door)
+                        n.start_soon(actor.run_ticker)
+            except* TrackerCrashed:
+                log.critical(
+                    "tracker_crashed", exc_info=actor.crashed, extra={"fields": {"fatal": True}}
+                )
+                comp.fatal = True
+                stop.set()
+            finally:
+                tracker_done.set()
+
+        root.start_soon(tracker_stage)
+
+        # --- ingest stage -----------------------------------------------------------------
+        ingest_scope = trio.CancelScope()
+        ingest_done = trio.Event()
+
+        async def ingest_stage() -> None:
+            try:
+                with ingest_scope:
+                    async with trio.open_nursery() as n:
+                        ingress = run_mqtt_ingress
+                        if opts.ingress_crashes:
+                            ingress = _crash_first(opts.ingress_crashes, run_mqtt_ingress)
+                        analysis = analysis_send if config.analysis_log.enabled else None
+                        n.start_soon(
+                            lambda: supervise(
+                                "mqtt_ingress",
+                                ingress,
+                                config,
+                                events_send,
+                                egress_send,
+                                comp.ingress_stats,
+                                comp.xovis_stats,
+                                analysis,
+                                comp.egress_stats,
+                                stats=sup,
+                            )
+                        )
+                        if config.acc.listener_enabled:
+                            n.start_soon(
+                                lambda: supervise(
+                                    "acc_listener",
+                                    serve_acc,
+                                    config.acc,
+                                    events_send,
+                                    comp.acc_stats,
+                                    stats=sup,
+                                )
+                            )
+                        if config.rs485.enabled:
+                            n.start_soon(
+                                lambda: supervise(
+                                    "rs485",
+                                    run_rs485_poller,
+                                    config.rs485,
+                                    door,
+                                    comp.rs485_stats,
+                                    stats=sup,
+                                )
+                            )
+                        if config.analysis_log.enabled:
+                            n.start_soon(
+                                lambda: supervise(
+                                    "analysis_log",
+                                    run_analysis_log,
+                                    config.analysis_log,
+                                    config.site.id,
+                                    analysis_recv,
+                                    comp.analysis_stats,
+                                    stats=sup,
+                                )
+                            )
+            finally:
+                ingest_done.set()
+
+        root.start_soon(ingest_stage)
+        comp.started_mono_ns = time.monotonic_ns()
+        if opts.ready is not None:
+            opts.ready(comp)
+
+        # --- wait for a stop, then the ordered shutdown (D15) -----------------------------
+        await stop.wait()
+        t0 = time.monotonic()
+        comp.shutting_down = True
+        if comp.http_ctx is not None:
+            comp.http_ctx.shutting_down = True
+        log_event(log, logging.INFO, "shutdown_started", fatal=comp.fatal)
+        ingest_scope.cancel()
+        await ingest_done.wait()
+        tracker_scope.cancel()
+        await tracker_done.wait()
+        if not comp.fatal:
+            try:
+                drained = actor.drain(events_recv)
+                actor.finalize()
+            except TrackerCrashed:
+                log.critical("tracker_crashed_during_drain", exc_info=actor.crashed)
+                comp.fatal = True
+            else:
+                log_event(log, logging.INFO, "shutdown_drained", events=drained)
+        with trio.move_on_after(GATE_DRAIN_S):
+            while gate_recv.statistics().current_buffer_used:
+                await trio.sleep(0.01)
+        gate_scope.cancel()
+        journal_send.close()
+        with trio.move_on_after(JOURNAL_CLOSE_S):
+            await journal_done.wait()
+        log_event(log, logging.INFO, "shutdown_journal_flushed", lines=comp.journal_stats.lines)
+        egress_send.close()
+        if hard_stop.is_set():
+            log_event(log, logging.WARNING, "shutdown_egress_drain_skipped")
+        else:
+            with trio.move_on_after(EGRESS_DRAIN_S):
+                hard = trio.Event()
+
+                async def wait_egress() -> None:
+                    await egress_done.wait()
+                    hard.set()
+
+                async with trio.open_nursery() as n:
+                    n.start_soon(wait_egress)
+                    n.start_soon(_first_of, hard, hard_stop, n.cancel_scope)
+        http_shutdown.set()
+        with trio.move_on_after(2.0):
+            await http_done.wait()
+        code = 1 if (comp.fatal or hard_stop.is_set()) else 0
+        log_event(
+            log, logging.INFO, "shutdown_complete", exit_code=code,
+            duration_ms=int((time.monotonic() - t0) * 1000),
+        )  # fmt: skip
+        root.cancel_scope.cancel()
+    return code
+
+
+async def _first_of(a: trio.Event, b: trio.Event, scope: trio.CancelScope) -> None:
+    """Cancel `scope` as soon as either event is set."""
+    async with trio.open_nursery() as n:
+
+        async def wait(ev: trio.Event) -> None:
+            await ev.wait()
+            n.cancel_scope.cancel()
+
+        n.start_soon(wait, a)
+        n.start_soon(wait, b)
+    scope.cancel()
+
+
+def _egress_entry(
+    config: Config, receive: trio.MemoryReceiveChannel[Publish], comp: Components
+) -> Callable[..., Awaitable[None]]:
+    async def entry(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await run_egress(
+            config,
+            receive,
+            comp.egress_stats,
+            livefeed=comp.hub.publish if comp.hub is not None else None,
+            metrics_payload=comp.metrics_payload,
+            task_status=task_status,
+        )
+
+    return entry
+
+
+def _worker_entry(
+    worker: GateWorker, receive: trio.MemoryReceiveChannel[GateJob]
+) -> Callable[..., Awaitable[None]]:
+    async def entry(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await worker.run(receive)
+
+    return entry
+
+
+async def _watch_signals(stop: trio.Event, hard_stop: trio.Event) -> None:
+    """First SIGTERM/SIGINT → graceful stop; a second one skips the egress drain (exit 1)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not stop.is_set():
+                log_event(log, logging.INFO, "shutdown_signal", signal=signal.Signals(signum).name)
+                stop.set()
+            else:
+                log_event(log, logging.WARNING, "shutdown_second_signal")
+                hard_stop.set()
+
+
+def main_run(config: Config, options: RunOptions | None = None) -> int:
+    sys.setswitchinterval(0.0005)  # README rule 7: bound the GIL hand-off from worker threads
+    return trio.run(run_gateway, config, options)
