@@ -80,7 +80,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        reason = f"not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        line = data.count(b"\n", 0, exc.start) + 1
+        reason = f"not valid UTF-8: byte 0x{data[exc.start]:02x} on line {line}"
         raise ConfigError([f"config error: {name}: cannot read file ({reason})"]) from None
     return parse_config(text, name)
 
@@ -652,13 +653,10 @@ def _acc(ctx: _Context, t: _Table, zones: ZonesConfig | None) -> AccConfig:
             cast(str, v) for v in t.array("allowed_ips", lambda v: isinstance(v, str), "string")
         ]
         for i, item in enumerate(items):
-            try:
-                ipaddress.ip_network(item)
-            except ValueError as exc:
+            problem = _network_problem(item)
+            if problem is not None:
                 t.bad.add("allowed_ips")
-                ctx.error(
-                    f"[acc].allowed_ips[{i}]", f"'{item}' is not an IP address or CIDR ({exc})"
-                )
+                ctx.error(f"[acc].allowed_ips[{i}]", problem)
         allowed = tuple(items)
         if t.ok("allowed_ips") and not items:
             ctx.warnings.append("[acc].allowed_ips: empty, every ACC connection will be refused")
@@ -675,6 +673,16 @@ def _acc(ctx: _Context, t: _Table, zones: ZonesConfig | None) -> AccConfig:
     )
     t.finish()
     return cfg
+
+
+def _network_problem(text: str) -> str | None:
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return f"'{text}' is not an IP address or CIDR network"
+    if "/" in text and net.network_address != ipaddress.ip_address(text.partition("/")[0]):
+        return f"'{text}' has host bits set (did you mean '{net}'?)"
+    return None
 
 
 def _ip_to_pos(t: _Table, zones: ZonesConfig | None) -> dict[str, str]:
