@@ -1,0 +1,1 @@
+"""Imperative shell: sockets, serial ports, files; moves bytes between codecs and channels."""

@@ -1,0 +1,1 @@
+"""Developer tools behind `gateway` subcommands: demo, sim, mock devices, replay, bench."""
