@@ -36,7 +36,7 @@ INBOUND_CAPACITY: Final = 1000  # socket → consumer hand-off; full → dropped
 MAX_PACKETS_PER_WAKE: Final = 256  # loop_read calls per readiness wake-up, then yield
 MISC_INTERVAL_S: Final = 1.0  # loop_misc cadence (keep-alive); at most keepalive / 4
 CLOSE_TIMEOUT_S: Final = 1.0  # bound on writing DISCONNECT when leaving `async with`
-FAST_PATH_BUDGET: Final = 64  # messages handed out without a checkpoint before one real await
+FAST_PATH_BUDGET: Final = 4 * MAX_PACKETS_PER_WAKE  # > one read burst, so the consumer keeps up
 _OK: Final = MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
