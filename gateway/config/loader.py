@@ -456,7 +456,7 @@ def _broker(t: _Table) -> BrokerConfig | None:
 
 def _host_port_problem(addr: str) -> str | None:
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not (port.isascii() and port.isdigit()):
         return f"'{addr}' is not host:port"
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         return f"'{addr}': an IPv6 host must be written in brackets, e.g. [::1]:8000"

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config.loader import ConfigError, load_config, parse_config
 from gateway.config.model import Config
@@ -582,3 +584,49 @@ def test_advisory_warnings() -> None:
     assert "[mqtt]: username and password are used only when both are set" in warnings
     long_token = build(lambda d: d.update(http={"token": "x" * 16})).warnings
     assert not any(w.startswith("[http].token") for w in long_token)
+
+
+# --- invariant: any document either loads or raises ConfigError -------------------------------
+
+_SCALARS = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_subnormal=False),
+    st.booleans(),
+    st.text(max_size=12),
+    st.sampled_from(["tcp", "http", "size:5", "size:x", "daily", "POS_1", "127.0.0.1", "1:2"]),
+)
+_VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3))
+_KEYS = st.sampled_from(
+    [k for section in BASE.values() if isinstance(section, dict) for k in section]
+    + ["enabled", "port", "bind", "rotate", "rotation", "1001", "10.0.0.1", "names", "ip_to_pos"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.sampled_from([*BASE, "broker", "http", "egress", "analysis_log"]), _KEYS, _VALUES
+        ),
+        max_size=6,
+    )
+)
+def test_any_document_loads_or_raises_config_error(
+    changes: list[tuple[str, str, object]],
+) -> None:
+    def mutate(d: dict[str, Any]) -> None:
+        for section, key, value in changes:
+            table = d.setdefault(section, {})
+            if isinstance(table, dict):
+                table[key] = value
+
+    problems: list[str] = []
+    try:
+        cfg = build(mutate)
+    except ConfigError as exc:
+        problems = exc.errors
+    else:
+        assert cfg.path == P
+        return
+    assert problems
+    assert all(e.startswith(f"config error: {P}: ") for e in problems)
