@@ -35,6 +35,8 @@ WRITE_TIMEOUT = "write_timeout"
 WRITE_ERROR = "write_error"
 HTTP_STATUS = "http_status"
 HTTP_ERROR = "http_error"
+# label values of gateway_gate_cmds_failed_total (interfaces.md §9.2); stale is counted apart
+FAILED_REASONS = (NOT_CONNECTED, WRITE_TIMEOUT, WRITE_ERROR, HTTP_STATUS, HTTP_ERROR)
 QUEUE_FULL = "queue_full"
 TIMEOUT = "timeout"
 SHUTTING_DOWN = "shutting_down"

@@ -21,7 +21,7 @@ from gateway.config.model import GateConfig
 from gateway.core.effects import Publish
 from gateway.core.model import GateCmd
 from gateway.io.gate_link import GateLink, GateWriteTimeout
-from gateway.io.gate_worker import GateJob, GateStats, GateWorker
+from gateway.io.gate_worker import GateJob, GateStats, GateWorker, open_manually
 from gateway.tools.mock_cloudplus import MockCloudPlus, MockOptions
 
 pytestmark = pytest.mark.integration
@@ -257,3 +257,33 @@ async def test_controller_stops_reading_write_timeout_then_reconnect() -> None:
         await ctl.wait_until(lambda: len(ctl.accepted_at) >= 2)
         await link.wait_connected()
         assert stats.connects == {"ok": 2, "failed": 0}
+
+
+async def test_s158_manual_open_not_connected_then_ok_and_open_frame_received() -> None:
+    port = free_port()
+    clock = SystemClock()
+    stats = GateStats()
+    published: list[Publish] = []
+    config = gate_config(port, reconnect_delay_ms=100)
+    link = GateLink(config, stats, clock)
+    worker = GateWorker(config, "netto", clock, link, published.append, stats)
+    send, receive = trio.open_memory_channel[GateJob](64)
+    wait_s = config.write_timeout_ms / 1000 + 1.0  # interfaces.md §8 POST /gate/open
+    async with running() as nursery:
+        await nursery.start(link.run)
+        nursery.start_soon(worker.run, receive)
+        down = await open_manually(send, clock, wait_s)
+        assert (down.ok, down.reason) == (False, "not_connected")
+        mock = MockCloudPlus(MockOptions(port=port, silent=True))
+        await nursery.start(mock.serve)
+        await link.wait_connected()
+        up = await open_manually(send, clock, wait_s)
+        assert up.ok
+        assert up.reason is None
+        assert up.latency_us > 0
+        await mock.wait_frames(1)
+        assert [r.frame.raw for r in mock.received_frames] == [
+            bytes.fromhex("02 00 2C FF 01 00 00 D0 03")
+        ]
+        assert all("tid" not in p.payload for p in published)
+        assert [p.payload["state"] for p in published] == ["cmd_failed", "cmd_sent"]

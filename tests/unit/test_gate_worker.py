@@ -5,6 +5,7 @@ Fake clock and fake senders only: no sockets, no sleeps (timeouts run on the aut
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 
@@ -303,3 +304,26 @@ async def test_open_manually_returns_the_worker_outcome() -> None:
     assert outcome.ok
     assert outcome.latency_us == 150
     assert "tid" not in rig.published[-1].payload
+
+
+async def test_logs_gate_cmd_sent_and_failed_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.io.gate_worker")
+    rig = make_rig()
+    await rig.worker.handle(GateJob(cmd(tid=42)))
+    link_of(rig).connected = False
+    await rig.worker.handle(GateJob(cmd(tid=43)))
+    records = [(r.levelno, r.getMessage(), getattr(r, "fields", {})) for r in caplog.records]
+    assert records[0][:2] == (logging.INFO, "gate_cmd_sent")
+    assert records[0][2]["tid"] == 42
+    assert records[0][2]["recv_to_wire_us"] == 550
+    assert records[1][:2] == (logging.INFO, "gate_cmd_failed")
+    assert records[1][2]["reason"] == "not_connected"
+
+
+async def test_queue_delay_over_1000_us_warns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.io.gate_worker")
+    rig = make_rig()
+    rig.clock.now_ns = 1_001_000
+    await rig.worker.handle(GateJob(cmd(0)))
+    assert [r.getMessage() for r in caplog.records] == ["gate_queue_delay_high"]
+    assert rig.stats.queue_delay_us.total == 1001
