@@ -7,10 +7,12 @@ sibling task reopens it with backoff; failed polls turn the status `unknown` aft
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 from collections.abc import Callable
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import attrs
 import serial
@@ -44,32 +46,65 @@ READ_CHUNK_BYTES: Final = 256  # one read; frames are 18 bytes
 
 
 class Rs485Port(Protocol):
-    """What the poller needs of a port: pyserial's `Serial` opened with timeout=0."""
+    """What the poller needs of a port: a non-blocking fd; `read` returns b"" when empty."""
 
     def fileno(self) -> int: ...
 
     def read(self, size: int) -> bytes: ...
 
-    def write(self, data: bytes) -> int | None: ...
+    def write(self, data: bytes) -> int: ...
 
     def close(self) -> None: ...
 
 
+@attrs.define(eq=False)
+class SerialPort:
+    """pyserial opens and configures the tty; bytes move with os.read/os.write on its fd.
+
+    pyserial's own `write` spins on EAGAIN when `write_timeout=0` and its `read` adds a select
+    per call; the poller already waits with `wait_readable`/`wait_writable`.
+    """
+
+    serial: Any  # serial.Serial (untyped)
+
+    def fileno(self) -> int:
+        return int(self.serial.fileno())
+
+    def read(self, size: int) -> bytes:
+        try:
+            data = os.read(self.fileno(), size)
+        except BlockingIOError:
+            return b""
+        if not data:  # readable but empty: the device hung up (as pyserial reports it)
+            raise OSError(errno.EIO, "device reports readiness to read but returned no data")
+        return data
+
+    def write(self, data: bytes) -> int:
+        try:
+            return os.write(self.fileno(), data)
+        except BlockingIOError:
+            return 0
+
+    def close(self) -> None:
+        self.serial.close()
+
+
 def open_serial_port(config: Rs485Config) -> Rs485Port:
-    """8N1, no flow control, non-blocking (O_NONBLOCK: the open itself never waits)."""
-    port: Rs485Port = serial.Serial(
-        port=config.device,
-        baudrate=config.baud,
-        bytesize=serial.EIGHTBITS,
-        parity=serial.PARITY_NONE,
-        stopbits=serial.STOPBITS_ONE,
-        xonxoff=False,
-        rtscts=False,
-        dsrdtr=False,
-        timeout=0,
-        write_timeout=0,
+    """8N1, no flow control, O_NONBLOCK: the open itself never waits (interfaces.md §3.1)."""
+    return SerialPort(
+        serial.Serial(
+            port=config.device,
+            baudrate=config.baud,
+            bytesize=serial.EIGHTBITS,
+            parity=serial.PARITY_NONE,
+            stopbits=serial.STOPBITS_ONE,
+            xonxoff=False,
+            rtscts=False,
+            dsrdtr=False,
+            timeout=0,
+            write_timeout=0,
+        )
     )
-    return port
 
 
 def reopen_delay_s(attempt: int) -> float:
@@ -114,7 +149,7 @@ class _Poller:
     def try_open(self) -> bool:
         try:
             self.port = self.open_port(self.config)
-        except OSError as exc:  # serial.SerialException is an OSError
+        except OSError as exc:  # serial.SerialException is an OSError; ENOENT, EACCES …
             self.limiter.log(
                 logger,
                 logging.WARNING,
@@ -222,7 +257,7 @@ class _Poller:
     async def _write_all(self, port: Rs485Port, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = port.write(bytes(view)) or 0
+            written = port.write(bytes(view))
             view = view[written:]
             if view:
                 await trio.lowlevel.wait_writable(port.fileno())
