@@ -151,10 +151,13 @@ def on_line_cross(core: CoreState, tid: int, line: int, direction: Direction) ->
 
 def on_positions(core: CoreState, objects: Iterable[TrackedObject]) -> None:
     """§4.6: update live persons only; unknown or pooled ids never create persons."""
-    persons = core.persons
+    get = core.persons.get
     for obj in objects:
-        if obj.position is None:
+        pos = obj.position
+        if pos is None:
             continue
-        person = persons.get(obj.track_id)
-        if person is not None:
-            person.update_position(obj.position)
+        person = get(obj.track_id)
+        if person is not None:  # inlined Person.update_position: this is the hot path
+            person.last_position = pos
+            if pos[1] > person.max_y:
+                person.max_y = pos[1]
