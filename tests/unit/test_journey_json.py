@@ -107,7 +107,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.dictionaries(st.text(), json_values, max_size=6), st.text())
 def test_roundtrip(record: dict[str, Any], site: str) -> None:
     assert decode_journey(encode_journey(record)) == record

@@ -118,7 +118,7 @@ valid_events = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(valid_events, st.lists(json_values, max_size=6), st.randoms(use_true_random=False))
 def test_valid_events_survive_bad_siblings(
     good: list[tuple[str, int, int]], junk: list[Any], rnd: Any
