@@ -47,7 +47,7 @@ class GateWriteError(GateLinkError):
     """The socket failed during the write; the link was closed."""
 
 
-async def open_controller_stream(host: str, port: int) -> trio.abc.Stream:
+async def open_controller_stream(host: str, port: int) -> trio.SocketStream:
     """TCP connection with TCP_NODELAY and SO_KEEPALIVE on (interfaces.md §4.2)."""
     stream = await trio.open_tcp_stream(host, port)
     try:

@@ -20,7 +20,7 @@ from gateway.codecs import cloudplus as cp
 from gateway.config.model import GateConfig
 from gateway.core.effects import Publish
 from gateway.core.model import GateCmd
-from gateway.io.gate_link import GateLink, GateWriteTimeout
+from gateway.io.gate_link import GateLink, GateWriteTimeout, open_controller_stream
 from gateway.io.gate_worker import GateJob, GateStats, GateWorker, open_manually
 from gateway.tools.mock_cloudplus import MockCloudPlus, MockOptions
 
@@ -287,3 +287,15 @@ async def test_s158_manual_open_not_connected_then_ok_and_open_frame_received() 
         ]
         assert all("tid" not in p.payload for p in published)
         assert [p.payload["state"] for p in published] == ["cmd_failed", "cmd_sent"]
+
+
+async def test_controller_stream_has_nodelay_and_keepalive() -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    stream = await open_controller_stream("127.0.0.1", port)
+    try:
+        assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert stream.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    finally:
+        await stream.aclose()
+        await listeners[0].aclose()
