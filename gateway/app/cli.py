@@ -18,6 +18,7 @@ from gateway.app import logs
 # module path of every registered subcommand, in help order
 _COMMANDS: tuple[str, ...] = ("gateway.app.cmd_check_config",)
 _COMMANDS += ("gateway.tools.mock_cloudplus",)
+_COMMANDS += ("gateway.app.cmd_run",)
 
 
 class _Parser(argparse.ArgumentParser):

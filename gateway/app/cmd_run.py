@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 from gateway.app.runtime import RunOptions, main_run
 from gateway.config.loader import ConfigError, load_config
+from gateway.core.model import AccInput
 
 
 def _options_from_env() -> RunOptions:
@@ -26,9 +28,7 @@ def _options_from_env() -> RunOptions:
     return opts
 
 
-def _crash_on_receipt(receipt: str):  # type: ignore[no-untyped-def]
-    from gateway.core.model import AccInput
-
+def _crash_on_receipt(receipt: str) -> Callable[[object], None]:
     def hook(item: object) -> None:
         if isinstance(item, AccInput) and item.receipt == receipt:
             raise RuntimeError(f"test hook: tracker crash on receipt {receipt}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -23,11 +22,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.app.latest import LatestValue
+from gateway.app.state import Components
 from gateway.config.model import Config
-from gateway.core.model import DOOR_STATUSES, AccInput, Clock, DoorReading
-from gateway.io.acc_listener import AccStats
-from gateway.io.gate_worker import GateJob, open_manually
+from gateway.core.effects import Publish
+from gateway.core.model import DOOR_STATUSES, AccInput, Clock, DoorReading, GateCmd
+from gateway.io.gate_worker import GateJob, GateOutcome
 
 log = logging.getLogger("gateway.http")
 
@@ -46,12 +45,7 @@ class HttpContext:
 
     config: Config
     clock: Clock
-    health: Callable[[], tuple[dict[str, Any], int]]
-    metrics: Callable[[], Awaitable[bytes]]
-    events_send: trio.MemorySendChannel[object]
-    gate_send: trio.MemorySendChannel[GateJob]
-    door: LatestValue[DoorReading]
-    acc_stats: AccStats
+    comp: Components
     allow_control_without_token: bool = False
     shutting_down: bool = False
 
@@ -77,16 +71,55 @@ def _control_denied(ctx: HttpContext, request: Request) -> JSONResponse | None:
     return None
 
 
+def _gate_payload(ctx: HttpContext, state: str, **extra: object) -> Publish:
+    payload: dict[str, object] = {"site": ctx.config.site.id, "ts": ctx.clock.wall_ms()}
+    payload.update(state=state, src="http", **extra)
+    return Publish("gate", payload)
+
+
+async def _open_manually(ctx: HttpContext, wait_s: float) -> GateOutcome:
+    """Enqueue a manual open (track 0, src http), publish `cmd_enqueued`/`cmd_dropped`, and wait
+    for the worker's outcome (interfaces.md §8 `POST /gate/open`)."""
+    now_ns = ctx.clock.mono_ns()
+    cmd = GateCmd(track_id=0, src="http", trigger_recv_ns=now_ns, enqueued_ns=now_ns)
+    done = trio.Event()
+    outcomes: list[GateOutcome] = []
+
+    def reply(outcome: GateOutcome) -> None:
+        outcomes.append(outcome)
+        done.set()
+
+    manual = ctx.comp.manual_stats
+    assert ctx.comp.gate_send is not None
+    try:
+        ctx.comp.gate_send.send_nowait(GateJob(cmd, reply))
+    except trio.WouldBlock:
+        manual.dropped += 1
+        ctx.comp.publish(_gate_payload(ctx, "cmd_dropped", reason="queue_full"))
+        return GateOutcome(ok=False, reason="queue_full", latency_us=0)
+    except (trio.ClosedResourceError, trio.BrokenResourceError):
+        return GateOutcome(ok=False, reason="shutting_down", latency_us=0)
+    manual.accepted += 1
+    ctx.comp.publish(_gate_payload(ctx, "cmd_enqueued"))
+    with trio.move_on_after(wait_s):
+        await done.wait()
+    if outcomes:
+        return outcomes[0]
+    return GateOutcome(
+        ok=False, reason="timeout", latency_us=(ctx.clock.mono_ns() - now_ns) // 1000
+    )
+
+
 def build_app(ctx: HttpContext) -> Starlette:
     async def health(_: Request) -> Response:
-        body, status = ctx.health()
+        body, status = ctx.comp.health()
         return JSONResponse(body, status_code=status)
 
     async def metrics(_: Request) -> Response:
-        return Response(await ctx.metrics(), media_type=METRICS_CONTENT_TYPE)
+        return Response(await ctx.comp.metrics_text(), media_type=METRICS_CONTENT_TYPE)
 
     async def index(_: Request) -> Response:
-        body, _status = ctx.health()
+        body, _status = ctx.comp.health()
         return HTMLResponse(
             "<!doctype html><title>gateway</title><h1>gateway "
             f"{ctx.config.site.id}</h1><p>status: <b>{body['status']}</b></p>"
@@ -104,7 +137,7 @@ def build_app(ctx: HttpContext) -> Starlette:
         wait_ms = (gate.write_timeout_ms if gate.mode == "tcp" else gate.timeout_ms) + (
             OPEN_WAIT_EXTRA_MS
         )
-        outcome = await open_manually(ctx.gate_send, ctx.clock, wait_ms / 1000)
+        outcome = await _open_manually(ctx, wait_ms / 1000)
         if outcome.ok:
             return _json({"ok": True, "latency_us": outcome.latency_us})
         return _json({"ok": False, "error": outcome.reason or "unknown"}, 503)
@@ -119,12 +152,12 @@ def build_app(ctx: HttpContext) -> Starlette:
             valid = [zones.name(z) for z in (*zones.pos_zones, *zones.dwell_zones)]
             return _json({"ok": False, "error": "unknown_pos", "valid": valid}, 400)
         receipt = request.query_params.get("receipt") or None
-        ctx.acc_stats.events_received += 1
+        ctx.comp.acc_stats.events_received += 1
         item = AccInput(recv_ns=ctx.clock.mono_ns(), ip="simulated", receipt=receipt, pos=pos)
         try:
-            ctx.events_send.send_nowait(item)
+            ctx.comp.events_send.send_nowait(item)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            ctx.acc_stats.events_dropped += 1
+            ctx.comp.acc_stats.events_dropped += 1
             return _json({"ok": False, "error": "channel_full"}, 503)
         return _json({"ok": True, "pos": pos, "message": "ACC event sent to tracker"})
 
@@ -136,8 +169,8 @@ def build_app(ctx: HttpContext) -> Starlette:
         if status not in DOOR_STATUSES:
             valid = list(DOOR_STATUSES)
             return _json({"ok": False, "error": "invalid_status", "valid": valid}, 400)
-        current, _ = ctx.door.get()
-        ctx.door.set(DoorReading(status, current.fault, current.alarm, "simulate"))  # type: ignore[arg-type]
+        current, _ = ctx.comp.door.get()
+        ctx.comp.door.set(DoorReading(status, current.fault, current.alarm, "simulate"))
         return _json({"ok": True, "status": status})
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -7,6 +7,7 @@ bounded egress drain → HTTP server. All channels are bounded with the `[queues
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -25,14 +26,17 @@ from gateway.app.latest import LatestValue
 from gateway.app.livefeed import LiveFeedHub
 from gateway.app.logs import log_event
 from gateway.app.state import Components
-from gateway.app.supervisor import SupervisorStats, supervise
+from gateway.app.supervisor import supervise
 from gateway.config.model import Config
 from gateway.core.effects import Publish
 from gateway.core.model import DoorReading
 from gateway.core.tracker import Tracker
 from gateway.io.acc_listener import serve_acc
 from gateway.io.analysis_log import AnalysisRecord, run_analysis_log
+from gateway.io.broker import run_broker
 from gateway.io.egress import run_egress
+from gateway.io.gate_http import HttpGate
+from gateway.io.gate_link import GateLink
 from gateway.io.gate_worker import GateJob, GateWorker
 from gateway.io.journal import run_journal
 from gateway.io.mqtt_ingress import run_mqtt_ingress
@@ -132,12 +136,7 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
             ctx = HttpContext(
                 config=config,
                 clock=clock,
-                health=comp.health,
-                metrics=comp.metrics_text,
-                events_send=events_send,
-                gate_send=gate_send,
-                door=door,
-                acc_stats=comp.acc_stats,
+                comp=comp,
                 allow_control_without_token=opts.allow_control_without_token,
             )
             comp.http_ctx = ctx
@@ -161,6 +160,13 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
                 stats=sup,
             )
 
+        if config.broker is not None and config.broker.enabled:
+            # the embedded broker must listen before the MQTT clients connect to it
+            await root.start(
+                functools.partial(
+                    supervise, "broker", run_broker, config.broker, comp.broker_stats, stats=sup
+                )
+            )
         root.start_soon(_run_then_set, journal_task, journal_done)
         root.start_soon(_run_then_set, egress_task, egress_done)
         root.start_soon(comp.run_summary_log)
@@ -170,12 +176,13 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
         async def gate_stage() -> None:
             with gate_scope:
                 async with trio.open_nursery() as n:
-                    if config.gate.mode == "tcp":
-                        n.start_soon(
-                            lambda: supervise("gate_link", comp.gate_sender.run, stats=sup)
-                        )
+                    link = comp.gate_sender
+                    if isinstance(link, GateLink):
+                        n.start_soon(lambda: supervise("gate_link", link.run, stats=sup))
                     n.start_soon(
-                        lambda: supervise("gate_worker", _worker_entry(worker, gate_recv), stats=sup)
+                        lambda: supervise(
+                            "gate_worker", _worker_entry(worker, gate_recv), stats=sup
+                        )
                     )
 
         root.start_soon(gate_stage)
@@ -210,7 +217,7 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
             try:
                 with ingest_scope:
                     async with trio.open_nursery() as n:
-                        ingress = run_mqtt_ingress
+                        ingress: Callable[..., Awaitable[Any]] = run_mqtt_ingress
                         if opts.ingress_crashes:
                             ingress = _crash_first(opts.ingress_crashes, run_mqtt_ingress)
                         analysis = analysis_send if config.analysis_log.enabled else None
@@ -291,9 +298,13 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
             else:
                 log_event(log, logging.INFO, "shutdown_drained", events=drained)
         with trio.move_on_after(GATE_DRAIN_S):
-            while gate_recv.statistics().current_buffer_used:
+            # no event exists for "channel empty": poll the statistic, bounded by GATE_DRAIN_S
+            while gate_recv.statistics().current_buffer_used:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         gate_scope.cancel()
+        if isinstance(comp.gate_sender, HttpGate):
+            with trio.move_on_after(1.0, shield=True):
+                await comp.gate_sender.aclose()
         journal_send.close()
         with trio.move_on_after(JOURNAL_CLOSE_S):
             await journal_done.wait()

@@ -120,3 +120,28 @@ class RollingWindow:
             if seen >= rank:
                 return _LOG_BOUNDS[k] if k < len(_LOG_BOUNDS) else _LOG_BOUNDS[-1]
         return _LOG_BOUNDS[-1]
+
+
+def window_counts(window: RollingWindow, now_ms: int, bounds: tuple[int, ...]) -> list[int]:
+    """Re-bucket a window's log buckets into `bounds` (+ overflow): each log bucket counts in
+    the first bound ≥ its upper edge, so a value can land one bucket high (≤ 10 % off)."""
+    counts = [0] * (len(bounds) + 1)
+    for slot in window._live(now_ms):
+        for k, c in slot.counts.items():
+            edge = _LOG_BOUNDS[k] if k < len(_LOG_BOUNDS) else _LOG_BOUNDS[-1] + 1
+            counts[bisect.bisect_left(bounds, edge)] += c
+    return counts
+
+
+def bucket_percentile(counts: list[int], bounds: tuple[int, ...], q: float, overflow: int) -> int:
+    """Percentile as a bucket upper bound (reference style); the overflow bucket → `overflow`."""
+    n = sum(counts)
+    if not n:
+        return 0
+    rank = max(1, math.ceil(q * n))
+    seen = 0
+    for i, c in enumerate(counts):
+        seen += c
+        if seen >= rank:
+            return bounds[i] if i < len(bounds) else overflow
+    return overflow
