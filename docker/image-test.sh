@@ -51,8 +51,13 @@ fi
 
 # --- 2. build the real Dockerfile ------------------------------------------------------------
 log "podman build (chroot isolation, BASE=$BASE_IMAGE)"
+old_id="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 podman build --isolation chroot --format docker --build-arg "BASE=$BASE_IMAGE" \
   -f "$ROOT/docker/Dockerfile" -t "$IMAGE" "$ROOT"
+new_id="$(podman image inspect --format '{{.Id}}' "$IMAGE")"
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
+  podman rmi "$old_id" >/dev/null 2>&1 || true  # the previous test image, now untagged
+fi
 
 # --- 3. image metadata -----------------------------------------------------------------------
 inspect() { podman image inspect --format "$1" "$IMAGE"; }
