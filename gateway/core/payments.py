@@ -31,7 +31,7 @@ def on_acc(core: CoreState, acc: AccInput) -> None:
         return
     simulated = acc.pos is not None
     pos_name = acc.pos if simulated else core.cfg.acc.ip_to_pos.get(acc.ip)
-    zone = core.cfg.zones.zone_id_by_name(pos_name) if pos_name is not None else None
+    zone = core.zone_by_name.get(pos_name) if pos_name is not None else None
     if zone is None:
         _unmatched(core, acc.ip, None, acc.receipt, "unknown_ip")
         return

@@ -57,6 +57,7 @@ class CoreState:
     pos_ids: frozenset[int] = attrs.field(init=False)
     dwell_ids: frozenset[int] = attrs.field(init=False)
     min_dwell_ms: int = attrs.field(init=False)
+    zone_by_name: dict[str, int] = attrs.field(init=False)  # POS/DWELL names → ids (§7.1)
     persons: dict[int, Person] = attrs.field(factory=dict)
     journeys: JourneyManager = attrs.field(factory=JourneyManager)
     occupancy: Occupancy = attrs.field(init=False)
@@ -79,6 +80,9 @@ class CoreState:
         self.pos_ids = frozenset(z.pos_zones)
         self.dwell_ids = frozenset(z.dwell_zones)
         self.min_dwell_ms = self.cfg.pos_tracking.min_dwell_ms
+        self.zone_by_name = {}
+        for zid in (*z.pos_zones, *z.dwell_zones):
+            self.zone_by_name.setdefault(z.name(zid), zid)  # first wins, as zone_id_by_name
         self.occupancy = Occupancy(grace_ms=self.cfg.pos_tracking.exit_grace_ms)
         self.pool = _make_pool(self.pos_ids)
         self.acc = AccState(
