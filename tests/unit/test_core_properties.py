@@ -51,7 +51,7 @@ OP = st.one_of(
     st.tuples(st.just("FULL"), st.booleans()),
     st.tuples(st.just("BATCH"), st.lists(EVENT, min_size=2, max_size=4)),
 )
-NOISE = st.lists(st.tuples(st.integers(min_value=0, max_value=2500), OP), max_size=30)
+NOISE = st.lists(st.tuples(st.integers(min_value=0, max_value=2500), OP), max_size=20)
 PAYMENTS = {1001: ("127.0.0.1", "POS_1"), 1002: ("127.0.0.2", "POS_2")}
 
 
