@@ -7,12 +7,10 @@ defaults, and every message reads `config error: <file>: <key>: <problem>`.
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -41,11 +39,17 @@ from gateway.config.model import (
     XovisConfig,
     ZonesConfig,
 )
+from gateway.config.reader import (
+    INT_KEY,
+    Context,
+    Table,
+    is_int,
+    parse_ip,
+)
 
 BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)  # interfaces.md §11.2
 INT32 = (-(2**31), 2**31 - 1)  # Xovis geometry ids are int32
 ROTATE_MB_MAX = 100_000  # §11.2 `size:<MB>`, MB int 1–100000
-SUGGEST_MAX_DISTANCE = 2  # §11.3: did-you-mean from edit distance ≤ 2
 TOKEN_MIN_CHARS = 16  # §10 check-config: warn on a shorter token
 POLL_WARN_MS = 200  # §10 check-config: warn on a faster RS485 poll
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -53,8 +57,6 @@ WILDCARD_BINDS = ("0.0.0.0", "::")  # clash with every address (§11.3)
 EGRESS_TOPICS = ("journeys", "events", "metrics", "gate", "tracks", "acc", "positions")
 QUEUE_DEFAULTS = {"events": 1000, "gate": 64, "journeys": 100, "egress": 1000, "analysis": 1000}
 QUEUE_DEFAULTS["ws_client"] = 256
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_INT_KEY = re.compile(r"-?[0-9]+")
 _TOML_AT = re.compile(
     r"^(?P<msg>.*) \(at (?:line (?P<line>\d+), column (?P<col>\d+)|end of document)\)$"
 )
@@ -99,236 +101,19 @@ def parse_config(text: str, path: str) -> Config:
         else:
             where, msg = f"line {found['line']}, column {found['col']}", found["msg"]
         raise ConfigError([f"config error: {path}: {where}: TOML syntax error: {msg}"]) from None
-    ctx = _Context(path)
-    cfg = _build(ctx, _Table(ctx, "", doc, present=True))
+    ctx = Context(path)
+    cfg = _build(ctx, Table(ctx, "", doc, present=True))
     if ctx.errors:
         raise ConfigError(ctx.errors)
     return cfg
 
 
 # ------------------------------------------------------------------------------------------------
-# typed reading
-
-
-@attrs.define
-class _Context:
-    path: str
-    errors: list[str] = attrs.field(factory=list)
-    warnings: list[str] = attrs.field(factory=list)
-
-    def error(self, key: str, problem: str) -> None:
-        self.errors.append(f"config error: {self.path}: {key}: {problem}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _describe(v: object) -> str:
-    if isinstance(v, bool):
-        return "boolean " + ("true" if v else "false")
-    if isinstance(v, int):
-        return f"integer {v}"
-    if isinstance(v, float):
-        return f"float {v!r}"
-    if isinstance(v, str):
-        return "string " + json.dumps(v if len(v) <= 40 else v[:40] + "…", ensure_ascii=False)
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "table"
-    return f"date/time {v}"
-
-
-def _fmt_key(k: str) -> str:
-    return k if _BARE_KEY.fullmatch(k) else json.dumps(k, ensure_ascii=False)
-
-
-def _distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def _suggest(word: str, candidates: Sequence[str]) -> str | None:
-    """Closest candidate within the edit distance limit (and shorter than the candidate)."""
-    scored = [(_distance(word, c), i, c) for i, c in enumerate(candidates)]
-    fits = [s for s in scored if s[0] <= SUGGEST_MAX_DISTANCE and s[0] < len(s[2])]
-    return min(fits)[2] if fits else None
-
-
-@attrs.define
-class _Table:
-    """One TOML table being read. Every key asked for is remembered: the rest are unknown."""
-
-    ctx: _Context
-    name: str  # dotted section name; "" for the document root
-    data: dict[str, object]
-    present: bool
-    broken: bool = False  # present but not a table: read as empty, without follow-up errors
-    asked: list[str] = attrs.field(factory=list)
-    bad: set[str] = attrs.field(factory=set)
-
-    def key(self, k: str) -> str:
-        return f"[{self.name}].{_fmt_key(k)}" if self.name else _fmt_key(k)
-
-    def get(self, k: str) -> object | None:
-        if k not in self.asked:
-            self.asked.append(k)
-        return self.data.get(k)
-
-    def fail(self, k: str, problem: str) -> None:
-        self.bad.add(k)
-        self.ctx.error(self.key(k), problem)
-
-    def ok(self, *keys: str) -> bool:
-        """True when none of `keys` had a problem (cross-key rules only use good values)."""
-        return not self.broken and self.bad.isdisjoint(keys)
-
-    def table(self, k: str) -> _Table:
-        raw = self.get(k)
-        name = f"{self.name}.{k}" if self.name else k
-        if raw is None:
-            return _Table(self.ctx, name, {}, present=False)
-        if isinstance(raw, dict):
-            return _Table(self.ctx, name, raw, present=True)
-        self.bad.add(k)
-        self.ctx.error(f"[{name}]", f"expected table, got {_describe(raw)}")
-        return _Table(self.ctx, name, {}, present=True, broken=True)
-
-    def finish(self) -> None:
-        """Report keys nobody asked for, with a did-you-mean among the known ones."""
-        for k, v in self.data.items():
-            if k in self.asked:
-                continue
-            hint = _suggest(k, self.asked)
-            if isinstance(v, dict):
-                prefix = f"{self.name}." if self.name else ""
-                more = f" (did you mean '{prefix}{hint}'?)" if hint else ""
-                self.ctx.error(f"[{prefix}{_fmt_key(k)}]", f"unknown section{more}")
-            else:
-                self.fail(k, "unknown key" + (f" (did you mean '{hint}'?)" if hint else ""))
-
-    def _typed(self, k: str, check: Callable[[object], bool], expected: str, req: bool) -> object:
-        raw = self.get(k)
-        if raw is None:
-            if req:
-                self.bad.add(k)
-                if not self.broken:
-                    self.fail(k, "missing required key")
-        elif not check(raw):
-            self.fail(k, f"expected {expected}, got {_describe(raw)}")
-            return None
-        return raw
-
-    def opt_integer(
-        self, k: str, lo: int, hi: int | None = None, *, req: bool = False
-    ) -> int | None:
-        raw = self._typed(k, _is_int, "integer", req)
-        if not isinstance(raw, int):
-            return None
-        if raw < lo or (hi is not None and raw > hi):
-            self.fail(
-                k, f"{raw} is out of range " + (f"{lo}–{hi}" if hi is not None else f"≥ {lo}")
-            )
-            return None
-        return raw
-
-    def integer(
-        self, k: str, default: int, lo: int, hi: int | None = None, *, req: bool = False
-    ) -> int:
-        found = self.opt_integer(k, lo, hi, req=req)
-        return default if found is None else found
-
-    def number(self, k: str, default: float) -> float:
-        raw = self._typed(k, _is_num, "number", False)
-        if not isinstance(raw, int | float):
-            return default
-        if not math.isfinite(raw):
-            self.fail(k, f"{raw!r} is not a finite number")
-            return default
-        return float(raw)
-
-    def boolean(self, k: str, default: bool) -> bool:
-        raw = self._typed(k, lambda v: isinstance(v, bool), "boolean", False)
-        return raw if isinstance(raw, bool) else default
-
-    def opt_string(
-        self, k: str, min_len: int = 0, max_len: int | None = None, *, req: bool = False
-    ) -> str | None:
-        raw = self._typed(k, lambda v: isinstance(v, str), "string", req)
-        if not isinstance(raw, str):
-            return None
-        if len(raw) < min_len or (max_len is not None and len(raw) > max_len):
-            span = f"{min_len}–{max_len} characters" if max_len is not None else "non-empty"
-            self.fail(k, f"must be {span}, got {len(raw)} characters")
-            return None
-        return raw
-
-    def string(
-        self,
-        k: str,
-        default: str,
-        min_len: int = 0,
-        max_len: int | None = None,
-        *,
-        req: bool = False,
-    ) -> str:
-        found = self.opt_string(k, min_len, max_len, req=req)
-        return default if found is None else found
-
-    def choice(self, k: str, default: str, choices: Sequence[str], *, req: bool = False) -> str:
-        found = self.opt_string(k, req=req)
-        if found is None:
-            return default
-        if found not in choices:
-            self.fail(k, f"'{found}' is not one of " + ", ".join(f"'{c}'" for c in choices))
-            return default
-        return found
-
-    def ip(self, k: str, default: str) -> str:
-        found = self.string(k, default)
-        if self.ok(k) and _parse_ip(found) is None:
-            self.fail(k, f"'{found}' is not an IP address")
-        return found
-
-    def array(
-        self, k: str, check: Callable[[object], bool], expected: str, *, req: bool = False
-    ) -> list[object]:
-        raw = self._typed(k, lambda v: isinstance(v, list), f"array of {expected}s", req)
-        if not isinstance(raw, list):
-            return []
-        for i, item in enumerate(raw):
-            if not check(item):
-                self.bad.add(k)
-                self.ctx.error(f"{self.key(k)}[{i}]", f"expected {expected}, got {_describe(item)}")
-        return raw if self.ok(k) else []
-
-
-def _parse_ip(text: str) -> str | None:
-    """Canonical text of an IP address (IPv4-mapped IPv6 → IPv4, as the ACC listener does)."""
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
 # ------------------------------------------------------------------------------------------------
 # sections
 
 
-def _build(ctx: _Context, root: _Table) -> Config:
+def _build(ctx: Context, root: Table) -> Config:
     site_t = root.table("site")
     site = SiteConfig(id=site_t.string("id", "gateway", 1, 64))
     site_t.finish()
@@ -428,7 +213,7 @@ def _valid_filter(topic: str) -> bool:
     return "\0" not in topic
 
 
-def _mqtt(t: _Table) -> MqttConfig:
+def _mqtt(t: Table) -> MqttConfig:
     host = t.string("host", "", 1, req=True)
     port = t.integer("port", 1883, 1, 65535)
     topic = t.string("topic", "#", 1)
@@ -442,7 +227,7 @@ def _mqtt(t: _Table) -> MqttConfig:
     return MqttConfig(host, port, topic, username, password, client_id)
 
 
-def _broker(t: _Table) -> BrokerConfig | None:
+def _broker(t: Table) -> BrokerConfig | None:
     if not t.present:  # interfaces.md §11.1, visible difference (1)
         return None
     cfg = BrokerConfig(
@@ -465,7 +250,7 @@ def _host_port_problem(addr: str) -> str | None:
     return None
 
 
-def _gate(t: _Table) -> GateConfig:
+def _gate(t: Table) -> GateConfig:
     mode = t.choice("mode", "tcp", ("tcp", "http"), req=True)
     tcp_addr = t.string("tcp_addr", "")
     http_url = t.string("http_url", "")
@@ -500,7 +285,7 @@ def _gate(t: _Table) -> GateConfig:
     return cfg
 
 
-def _rs485(t: _Table) -> Rs485Config:
+def _rs485(t: Table) -> Rs485Config:
     if not t.present:
         return Rs485Config(enabled=False)
     enabled = t.boolean("enabled", True)
@@ -539,11 +324,11 @@ _ROLE_KEYS = (
 )
 
 
-def _zones(t: _Table) -> ZonesConfig:
+def _zones(t: Table) -> ZonesConfig:
     lo, hi = INT32
     ids = {
-        "pos_zones": [cast(int, v) for v in t.array("pos_zones", _is_int, "integer", req=True)],
-        "dwell_zones": [cast(int, v) for v in t.array("dwell_zones", _is_int, "integer")],
+        "pos_zones": [cast(int, v) for v in t.array("pos_zones", is_int, "integer", req=True)],
+        "dwell_zones": [cast(int, v) for v in t.array("dwell_zones", is_int, "integer")],
     }
     for k in ("pos_zones", "dwell_zones"):
         for i, zid in enumerate(ids[k]):
@@ -593,11 +378,11 @@ def _zones(t: _Table) -> ZonesConfig:
     return zones
 
 
-def _zone_names(t: _Table) -> dict[int, str]:
+def _zone_names(t: Table) -> dict[int, str]:
     names: dict[int, str] = {}
     for k in list(t.data):
         value = t.string(k, "", 1, 64)
-        if not _INT_KEY.fullmatch(k) or not INT32[0] <= int(k) <= INT32[1]:
+        if not INT_KEY.fullmatch(k) or not INT32[0] <= int(k) <= INT32[1]:
             t.fail(k, "key must be an integer zone id")
         elif int(k) in names:
             t.fail(k, f"zone {int(k)} is named twice")
@@ -606,7 +391,7 @@ def _zone_names(t: _Table) -> dict[int, str]:
     return names
 
 
-def _min_dwell(ctx: _Context, pt: _Table, auth: _Table) -> PosTrackingConfig:
+def _min_dwell(ctx: Context, pt: Table, auth: Table) -> PosTrackingConfig:
     """`[authorization].min_dwell_ms` is the deprecated spelling (behaviour.md §14) [ref]."""
     min_dwell = pt.opt_integer("min_dwell_ms", 0, 3_600_000)
     exit_grace = pt.integer("exit_grace_ms", 5000, 0, 600_000)
@@ -624,7 +409,7 @@ def _min_dwell(ctx: _Context, pt: _Table, auth: _Table) -> PosTrackingConfig:
     return PosTrackingConfig(7000 if min_dwell is None else min_dwell, exit_grace)
 
 
-def _exit_detection(t: _Table) -> ExitDetectionConfig:
+def _exit_detection(t: Table) -> ExitDetectionConfig:
     keys = ("position_threshold_y_m", "position_threshold_x_min_m", "position_threshold_x_max_m")
     y, x_min, x_max = (t.number(k, d) for k, d in zip(keys, (2.3, 1.5, 3.0), strict=True))
     t.finish()
@@ -633,7 +418,7 @@ def _exit_detection(t: _Table) -> ExitDetectionConfig:
     return ExitDetectionConfig(y, x_min, x_max)
 
 
-def _http(t: _Table) -> HttpConfig:
+def _http(t: Table) -> HttpConfig:
     cfg = HttpConfig(
         bind=t.ip("bind", "0.0.0.0"),
         token=t.opt_string("token", 1),
@@ -643,7 +428,7 @@ def _http(t: _Table) -> HttpConfig:
     return cfg
 
 
-def _acc(ctx: _Context, t: _Table, zones: ZonesConfig | None) -> AccConfig:
+def _acc(ctx: Context, t: Table, zones: ZonesConfig | None) -> AccConfig:
     for k in ("flicker_merge_s", "recent_exit_window_ms"):
         if t.get(k) is not None and t.opt_integer(k, 0) is not None:
             ctx.warnings.append(f"[acc].{k}: accepted, no effect")
@@ -685,11 +470,11 @@ def _network_problem(text: str) -> str | None:
     return None
 
 
-def _ip_to_pos(t: _Table, zones: ZonesConfig | None) -> dict[str, str]:
+def _ip_to_pos(t: Table, zones: ZonesConfig | None) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for k in list(t.data):
         name = t.string(k, "")
-        ip = _parse_ip(k)
+        ip = parse_ip(k)
         if ip is None:
             t.fail(k, "key is not an IP address")
         elif ip in mapping:
@@ -701,7 +486,7 @@ def _ip_to_pos(t: _Table, zones: ZonesConfig | None) -> dict[str, str]:
     return mapping
 
 
-def _rotation(t: _Table, k: str, default: str, plain: Sequence[str]) -> tuple[str, int]:
+def _rotation(t: Table, k: str, default: str, plain: Sequence[str]) -> tuple[str, int]:
     """`none`/`daily` or `size:<MB>` (interfaces.md §5, §6); a bad MB is an error, never 100."""
     text = t.string(k, default)
     if not t.ok(k) or text in plain:
@@ -716,7 +501,7 @@ def _rotation(t: _Table, k: str, default: str, plain: Sequence[str]) -> tuple[st
     return default, 0
 
 
-def _mqtt_egress(t: _Table, mqtt: MqttConfig) -> MqttEgressConfig:
+def _mqtt_egress(t: Table, mqtt: MqttConfig) -> MqttEgressConfig:
     """Host, port and credentials fall back to `[mqtt]` one by one (interfaces.md §7)."""
     host = t.opt_string("host", 1)
     port = t.opt_integer("port", 1, 65535)
@@ -747,7 +532,7 @@ def _mqtt_egress(t: _Table, mqtt: MqttConfig) -> MqttEgressConfig:
 @attrs.frozen
 class _Listener:
     label: str
-    table: _Table
+    table: Table
     key: str
     bind: str
     port: int
@@ -768,7 +553,7 @@ def _check_listeners(listeners: list[_Listener]) -> None:
 
 
 def _advise(
-    ctx: _Context,
+    ctx: Context,
     mqtt: MqttConfig,
     broker: BrokerConfig | None,
     rs485: Rs485Config,
