@@ -234,8 +234,10 @@ class TrafficModel:
     # -- arrivals --------------------------------------------------------------------------
 
     def _arrivals(self, now_ms: float) -> None:
-        rate = self.rate_per_min / 60_000.0
-        if self._next_arrival_ms is None and rate > 0:
+        rate = self.rate_per_min / 60_000.0  # may be changed between steps; 0 stops arrivals
+        if rate <= 0:
+            self._next_arrival_ms = None
+        elif self._next_arrival_ms is None:
             self._next_arrival_ms = now_ms + self.rng.expovariate(rate)
         while self._next_arrival_ms is not None and self._next_arrival_ms <= now_ms:
             couple = self.rng.random() < self.params.couple_share
