@@ -87,17 +87,22 @@ async def open_mqtt_publisher(
     client_id: str = MQTT_CLIENT_ID,
     stats: TrafficIoStats | None = None,
 ) -> AsyncIterator[MqttPublisher]:
-    """Connect (CONNACK awaited) and start paho's network thread; stop it on exit."""
+    """Connect (CONNACK awaited) and start paho's network thread; stop it on exit.
+
+    Raises OSError (refused, unreachable, no CONNACK) or trio.TooSlowError (connect timeout).
+    """
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv311,
     )
     connacked = threading.Event()
+    refused: list[str] = []
 
     def on_connect(_c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
-        if not reason.is_failure:
-            connacked.set()
+        if reason.is_failure:
+            refused.append(str(reason))
+        connacked.set()
 
     client.on_socket_open = _set_nodelay
     client.on_connect = on_connect
@@ -109,9 +114,13 @@ async def open_mqtt_publisher(
             )
             client.loop_start()
             # the worker waits at most the connect timeout, so an abandoned one ends by itself
-            await trio.to_thread.run_sync(
+            answered = await trio.to_thread.run_sync(
                 connacked.wait, MQTT_CONNECT_TIMEOUT_S, abandon_on_cancel=True
             )
+        if refused:
+            raise ConnectionRefusedError(f"broker refused the connection: {refused[0]}")
+        if not answered:
+            raise ConnectionError("no CONNACK from the broker")
         log_event(logger, logging.INFO, "traffic_mqtt_connected", host=host, port=port)
         yield MqttPublisher(client, stats if stats is not None else TrafficIoStats())
     finally:

@@ -288,3 +288,10 @@ async def test_demo_model_end_to_end_decodes_and_pays(
     )
     assert events > 0
     assert xs.malformed == model.summary()["truncated"]
+
+
+async def test_no_broker_is_an_os_error_before_started() -> None:
+    source = ScriptedSource("xovis/sensor-1", {})
+    with pytest.raises(ConnectionRefusedError):
+        await run_traffic_until_done(source, _free_port(), _free_port(), 1.0, 1.0)
+    assert source.calls == []
