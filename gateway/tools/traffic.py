@@ -179,6 +179,8 @@ class TrafficModel:
         params: TrafficParams | None = None,
         topic: str = DEFAULT_TOPIC,
     ) -> None:
+        if not site.pos:
+            raise ValueError("the site has no POS zone ([zones].pos_zones)")
         self.site = site
         self.rate_per_min = rate_per_min
         self.params = params if params is not None else TrafficParams()

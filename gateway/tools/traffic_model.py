@@ -237,9 +237,9 @@ class Wait:
 Leg = Move | Wait
 
 
-@attrs.define
+@attrs.define(eq=False)
 class Walker:
-    """One tracked object; `serial` survives track loss, `track_id` does not."""
+    """One tracked object (identity equality); `serial` survives track loss, `track_id` does not."""
 
     serial: int
     track_id: int
