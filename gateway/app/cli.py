@@ -19,6 +19,8 @@ from gateway.app import logs
 _COMMANDS: tuple[str, ...] = ("gateway.app.cmd_check_config",)
 _COMMANDS += ("gateway.tools.mock_cloudplus",)
 _COMMANDS += ("gateway.app.cmd_run",)
+_COMMANDS += ("gateway.app.cmd_replay",)
+_COMMANDS += ("gateway.app.cmd_demo",)
 
 
 class _Parser(argparse.ArgumentParser):
