@@ -455,11 +455,15 @@ class Scene:
         if not w.visible or a == b:
             return
         found: list[tuple[float, int, str, int, Direction | None]] = []
-        lo_x, hi_x = (a[0], b[0]) if a[0] <= b[0] else (b[0], a[0])
-        lo_y, hi_y = (a[1], b[1]) if a[1] <= b[1] else (b[1], a[1])
-        for z in self._zones:
+        ax, ay = a
+        bx, by = b
+        lo_x, hi_x = (ax, bx) if ax <= bx else (bx, ax)
+        lo_y, hi_y = (ay, by) if ay <= by else (by, ay)
+        inside = w.zones
+        for z in self._zones:  # hot path: the bench steps every track up to 1000 times/s
             gid = z.geometry_id
-            was, now = gid in w.zones, z.contains(b)
+            was = gid in inside
+            now = z.x0 <= bx <= z.x1 and z.y0 <= by <= z.y1
             if was and now:
                 continue
             if not was and (hi_x < z.x0 or lo_x > z.x1 or hi_y < z.y0 or lo_y > z.y1):
@@ -473,11 +477,14 @@ class Scene:
                 found.append((span[0], 2, ZONE_ENTRY, gid, None))
                 found.append((span[1], 0, ZONE_EXIT, gid, None))
         for line in self._lines:
-            if (line.side(a) < 0) == (line.side(b) < 0):
+            (lx, ly), (fx, fy) = line.a, line.forward
+            if ((ax - lx) * fx + (ay - ly) * fy < 0) == ((bx - lx) * fx + (by - ly) * fy < 0):
                 continue  # both ends on one side
             c = line.crossing(a, b)
             if c is not None:
                 found.append((c[0], 1, LINE_CROSS, line.geometry_id, c[1]))
+        if not found:
+            return
         found.sort(key=lambda e: (round(e[0], _T_DIGITS), e[1]))
         for _, _, etype, gid, direction in found:
             if etype == ZONE_ENTRY:
