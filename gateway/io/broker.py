@@ -156,12 +156,8 @@ class EmbeddedBroker:
             raise BrokerError("embedded broker already started")
         cfg, stats = self._config, self._stats
         where = f"{cfg.bind_address}:{cfg.port}"
-        stats.state, stats.detail, stats.bind, stats.port = (
-            "starting",
-            "",
-            cfg.bind_address,
-            cfg.port,
-        )
+        stats.state, stats.detail = "starting", ""
+        stats.bind, stats.port = cfg.bind_address, cfg.port
         quiet_library_logs()
         try:
             sock = _bind(cfg.bind_address, cfg.port)
@@ -223,7 +219,7 @@ class EmbeddedBroker:
             self._start_error = self._start_error or exc
             self._stats.detail = f"broker loop crashed: {exc!r}"
         finally:
-            sock.close()  # no-op when asyncio's server already closed it
+            sock.close()  # no-op when _serve already closed it
             self._loop = self._stop_event = None
             self._ready.set()
             if self._serving and not self._stopping:
@@ -277,13 +273,17 @@ class EmbeddedBroker:
                     log, logging.ERROR, "accept", "broker_accept_failed", error=str(exc)
                 )
                 loop.remove_reader(sock)
-                loop.call_later(ACCEPT_RETRY_S, loop.add_reader, sock, self._accept, broker, sock)
+                loop.call_later(ACCEPT_RETRY_S, self._resume_accept, broker, sock)
                 return
             # Nagle off on the broker's legs (measured-mqtt-floor.md: ~13 ms per hop with it on)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(self._handle(broker, conn))
             self._conn_tasks.add(task)
             task.add_done_callback(functools.partial(self._handled, conn))
+
+    def _resume_accept(self, broker: Broker, sock: socket.socket) -> None:
+        if not self._stopping:
+            asyncio.get_running_loop().add_reader(sock, self._accept, broker, sock)
 
     def _handled(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
         self._conn_tasks.discard(task)
@@ -305,8 +305,8 @@ class EmbeddedBroker:
                 writer.close()
         except TimeoutError:
             self._limiter.log(log, logging.WARNING, "connect", "broker_connect_timeout")
-        except (PacketTooLargeError, ConnectionError):
-            pass  # counted and logged by `_refused`, or the client went away
+        except (PacketTooLargeError, OSError):
+            pass  # counted and logged by `_refused`; or the client went away (ENOTCONN, reset)
         finally:
             self._stats.connections -= 1
 

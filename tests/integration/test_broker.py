@@ -156,7 +156,6 @@ def test_stop_closes_clients_releases_the_port_and_leaves_no_thread() -> None:
     first = EmbeddedBroker(BrokerConfig(bind_address=HOST, port=0), stats)
     first.start()
     port = stats.port
-    assert stats.state == "ok"
     assert stats.health() == {"state": "ok", "bind": HOST, "port": port, "connections": 0}
     client = _mqtt_connect(port)
     silent = socket.create_connection((HOST, port), timeout=CLIENT_WAIT_S)  # never sends CONNECT
@@ -165,6 +164,7 @@ def test_stop_closes_clients_releases_the_port_and_leaves_no_thread() -> None:
         assert client.recv(1) == b""  # the session was closed by the broker, not left dangling
         assert silent.recv(1) == b""
     assert stats.state == "stopped"
+    assert not first.running
     assert _broker_threads() == []
 
     again = BrokerStats()
@@ -176,6 +176,18 @@ def test_stop_closes_clients_releases_the_port_and_leaves_no_thread() -> None:
     finally:
         second.stop()
     assert _broker_threads() == []
+
+
+def test_mqtt5_connect_gets_unacceptable_protocol_and_is_closed(
+    embedded: tuple[EmbeddedBroker, BrokerStats],
+) -> None:
+    _, stats = embedded
+    # MQTT 5 CONNECT (level 5, clean start, keep-alive 60 s, no properties, empty id)
+    connect_v5 = bytes.fromhex("100d00044d5154540502003c000000")
+    with socket.create_connection((HOST, stats.port), timeout=CLIENT_WAIT_S) as sock:
+        sock.sendall(connect_v5)
+        assert sock.recv(4) == bytes.fromhex("20020001")  # 3.1.1 §3.2.2.3: return code 1
+        assert sock.recv(1) == b""
 
 
 def test_port_probe_without_connect_logs_nothing_above_info(
@@ -260,7 +272,7 @@ async def test_run_broker_serves_until_cancelled_then_stops_within_bound() -> No
     stats = BrokerStats()
     async with trio.open_nursery() as nursery:
         await nursery.start(run_broker, BrokerConfig(bind_address=HOST, port=0), stats)
-        assert stats.state == "ok"
+        assert stats.health()["state"] == "ok"
         stream = await trio.open_tcp_stream(HOST, stats.port)
         async with stream:
             await stream.send_all(CONNECT_V311)
