@@ -205,9 +205,7 @@ class ReadStats:
     blank: int = 0
     corrupt: int = 0
     out_of_order: int = 0  # records older than the one before (replayed at the previous time)
-    kinds: dict[str, int] = attrs.field(
-        factory=lambda: dict.fromkeys(("mqtt", "raw", "acc", "rs485"), 0)
-    )
+    kinds: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(KINDS, 0))
     examples: list[str] = attrs.field(factory=list)
 
     @property

@@ -13,11 +13,14 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.codecs.rs485 import encode_response
 from gateway.io.analysis_log import AnalysisRecord, encode_record, rfc3339_ns
 from gateway.tools.replay import (
     DEFAULT_RAW_TOPIC,
+    KINDS,
     MAX_EXAMPLES,
     AccPoster,
     AccRecord,
@@ -381,3 +384,40 @@ async def test_republish_counts_corrupt_lines_and_publishes_the_rest_at_qos_1() 
     ]
     assert (stats.lines, stats.published, stats.corrupt, stats.blank) == (5, 2, 2, 1)
     assert stats.examples[0].startswith("line 2: not a journey object")
+
+
+# -- property: a line parses or raises the one error (style.md "Tests") ------------------------
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.sampled_from(["mqtt", "acc", "rs485", "HEX:7f00", "HEX:zz", "2026-01-01T00:00:00Z"])
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["frames", "time", "topic", "kiosk_ip", "pos_zone", "checksum_ok"]),
+            inner,
+            max_size=3,
+        )
+    ),
+    max_leaves=8,
+)
+_docs = st.dictionaries(
+    st.sampled_from(["src", "ts_recv", "payload_raw", "fields", "live_data", "site"]),
+    _values,
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | _docs.map(lambda d: json.dumps(d).encode()))
+def test_any_line_parses_or_raises_replay_line_error(line: bytes) -> None:
+    try:
+        ts, record = parse_line(line)
+    except ReplayLineError:
+        return
+    assert ts is None or ts >= 0
+    assert record_kind(record) in KINDS
