@@ -21,6 +21,8 @@ _COMMANDS += ("gateway.tools.mock_cloudplus",)
 _COMMANDS += ("gateway.app.cmd_run",)
 _COMMANDS += ("gateway.app.cmd_replay",)
 _COMMANDS += ("gateway.app.cmd_demo",)
+_COMMANDS += ("gateway.app.cmd_sim",)
+_COMMANDS += ("gateway.tools.bench",)
 
 
 class _Parser(argparse.ArgumentParser):
