@@ -2,8 +2,8 @@
 
 Three consumers call the synchronous core — events from the events channel, door changes from
 the LatestValue cell, and a 1 s ticker — and dispatch the returned effects with `send_nowait`.
-The actor awaits only channel receive, `wait_changed` and sleep (concurrency rule 1); every
-other await in this module is one of those three.
+The actor awaits only channel receive, `wait_changed` and sleep (concurrency rule 1); the one
+other await in this module, `flush_overflow`, runs only after the tracker stage has ended.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 import trio
@@ -73,6 +74,9 @@ class TrackerActor:
     before_item: Callable[[object], None] | None = None
     _limiter: RateLimiter = attrs.field(factory=RateLimiter)
     crashed: BaseException | None = None
+    # set by `begin_shutdown`: during the shutdown drain + finalization nothing consumes the
+    # journal/egress channels, so what does not fit waits here for `flush_overflow`
+    _overflow: list[tuple[trio.MemorySendChannel[Any], object]] | None = None
 
     # ---- effects -------------------------------------------------------------------------
     def dispatch(self, effects: Iterable[Effect]) -> None:
@@ -101,6 +105,9 @@ class TrackerActor:
         try:
             self.egress_send.send_nowait(item)
         except trio.WouldBlock:
+            if self._overflow is not None:
+                self._overflow.append((self.egress_send, item))
+                return
             self.egress_stats.dropped["queue_full"] = (
                 self.egress_stats.dropped.get("queue_full", 0) + 1
             )
@@ -112,7 +119,13 @@ class TrackerActor:
         self.stats.journey_egress_received += 1
         try:
             self.journal_send.send_nowait(effect.record)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+        except trio.WouldBlock:
+            if self._overflow is not None:
+                self._overflow.append((self.journal_send, effect.record))
+            else:
+                self.stats.journey_egress_dropped += 1
+                self._limiter.log(log, logging.WARNING, "journal_full", "journal_queue_full")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
             self.stats.journey_egress_dropped += 1
             self._limiter.log(log, logging.WARNING, "journal_full", "journal_queue_full")
         self._offer(Publish("journey", {"site": self.site, **effect.record}))
@@ -136,20 +149,36 @@ class TrackerActor:
             self.crashed = exc
             raise TrackerCrashed(str(exc)) from exc
 
-    async def consume_events(self, receive: trio.MemoryReceiveChannel[object]) -> None:
+    async def consume_events(
+        self, receive: trio.MemoryReceiveChannel[object], limit: int | None = None
+    ) -> None:
+        """Handle items until the channel ends; with `limit`, return after that many (test hook).
+
+        Items already queued are handled without a checkpoint each (≤ DRAIN_BATCH per wake-up),
+        but after an item that enqueued a gate command the actor yields before taking the next
+        one: the gate worker, woken by `send_nowait`, then writes the frame first whatever order
+        Trio's scheduler picks for the next batch (it reverses batches at random).
+        """
+        left = -1 if limit is None else limit  # -1: unlimited
+        if left == 0:
+            return
         async for item in receive:
-            self.handle(item)
             sent = self.gate_port.enqueued
-            # drain what is already queued without a checkpoint per item, but yield at once
-            # after a gate command so the gate worker writes it without waiting for us
+            self.handle(item)
+            left -= 1
             for _ in range(DRAIN_BATCH):
-                if self.gate_port.enqueued != sent:
+                if left == 0 or self.gate_port.enqueued != sent:
                     break
                 try:
                     item = receive.receive_nowait()
-                except trio.WouldBlock:
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
                 self.handle(item)
+                left -= 1
+            if left == 0:
+                return
+            if self.gate_port.enqueued != sent:
+                await trio.lowlevel.checkpoint()  # a pure yield: the gate worker goes first
 
     def drain(self, receive: trio.MemoryReceiveChannel[object]) -> int:
         """Handle everything still queued (shutdown step 2); returns the count."""
@@ -188,6 +217,27 @@ class TrackerActor:
             self.dispatch(effects)
             k = max(k + 1, math.floor((trio.current_time() - start) / TICK_S) + 1)
 
+    def begin_shutdown(self) -> None:
+        """From now on journeys/publishes that find their channel full are kept, not dropped."""
+        if self._overflow is None:
+            self._overflow = []
+
     def finalize(self) -> None:
         """Shutdown finalization (behaviour.md §11.5) after the events channel was drained."""
         self.dispatch(self.tracker.shutdown())
+
+    @property
+    def overflow(self) -> int:
+        return len(self._overflow or ())
+
+    async def flush_overflow(self) -> int:
+        """Shutdown only (the tracker stage has ended): deliver what `begin_shutdown` kept, in
+        order, waiting for room; returns the count. Never called while the tracker runs."""
+        pending, self._overflow = self._overflow or [], []
+        for channel, item in pending:
+            try:
+                await channel.send(item)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                if channel is self.journal_send:
+                    self.stats.journey_egress_dropped += 1
+        return len(pending)

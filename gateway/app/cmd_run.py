@@ -11,20 +11,34 @@ from gateway.app.runtime import RunOptions, main_run
 from gateway.config.loader import ConfigError, load_config
 from gateway.core.model import AccInput
 
+TEST_HOOKS_ENV = "GATEWAY_TEST_HOOKS"
+
 
 def _options_from_env() -> RunOptions:
-    """Test hooks for subprocess tests (S151, S152); unset in production.
+    """Test hooks for subprocess tests (tests/integration/test_runtime_*.py); unset in production.
 
-    GATEWAY_TEST_HOOKS = comma list of `ingress_crash=N`, `tracker_crash_receipt=R`.
+    GATEWAY_TEST_HOOKS is a comma list of:
+    - `ingress_crash=N`: the MQTT ingress task raises N times at start (S151; supervised restarts
+      after 0.5 s, 1 s, …).
+    - `tracker_crash_receipt=R`: the tracker raises on an ACC with receipt R, e.g. from
+      `POST /acc/simulate?receipt=R` (S152: fatal, journal flushed, exit 1).
+    - `tracker_hold_after=N`: the tracker's events consumer stops after N items ("the tracker
+      held", S147/S149); later items stay queued (or are dropped when the channel is full) until
+      the shutdown drain handles them. Door consumer and ticker keep running.
+    An unknown hook or a bad value is a usage error (exit 2).
     """
     opts = RunOptions()
-    raw = os.environ.get("GATEWAY_TEST_HOOKS", "")
+    raw = os.environ.get(TEST_HOOKS_ENV, "")
     for part in filter(None, (p.strip() for p in raw.split(","))):
         key, _, value = part.partition("=")
         if key == "ingress_crash":
             opts.ingress_crashes = int(value)
         elif key == "tracker_crash_receipt":
             opts.before_item = _crash_on_receipt(value)
+        elif key == "tracker_hold_after":
+            opts.hold_events_after = int(value)
+        else:
+            raise ValueError(f"unknown test hook {key!r}")
     return opts
 
 
@@ -45,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for warning in config.warnings:
         print(f"config warning: {config.path}: {warning}", file=sys.stderr)
-    return main_run(config, _options_from_env())
+    try:
+        options = _options_from_env()
+    except ValueError as exc:
+        print(f"gateway run: error: {TEST_HOOKS_ENV}: {exc}", file=sys.stderr)
+        return 2
+    return main_run(config, options)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.app.logs import RateLimiter
 from gateway.app.state import Components
 from gateway.config.model import Config
 from gateway.core.effects import Publish
@@ -30,6 +32,8 @@ from gateway.io.gate_worker import GateJob, GateOutcome
 
 log = logging.getLogger("gateway.http")
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -37,6 +41,8 @@ CORS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
 }
 OPEN_WAIT_EXTRA_MS = 1000  # /gate/open waits for the worker ≤ write/HTTP timeout + 1000 ms (§8)
+# shutdown is the last step of D15 (target < 2 s; S150 < 5.5 s): in-flight requests get this long
+GRACEFUL_STOP_S = 0.25
 
 
 @attrs.define(slots=True, eq=False)
@@ -48,6 +54,7 @@ class HttpContext:
     comp: Components
     allow_control_without_token: bool = False
     shutting_down: bool = False
+    limiter: RateLimiter = attrs.field(factory=RateLimiter)
 
 
 def _json(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
@@ -126,8 +133,15 @@ def build_app(ctx: HttpContext) -> Starlette:
             '<p><a href="/health">/health</a> · <a href="/metrics">/metrics</a></p>'
         )
 
-    async def preflight(_: Request) -> Response:
-        return Response(status_code=200, headers=CORS)
+    def control(route: Callable[[Request], Awaitable[Response]]) -> Endpoint:
+        """POST route + its OPTIONS preflight on one Route, so a 405 lists both in `Allow`."""
+
+        async def endpoint(request: Request) -> Response:
+            if request.method == "OPTIONS":
+                return Response(status_code=200, headers=CORS)
+            return await route(request)
+
+        return endpoint
 
     async def gate_open(request: Request) -> Response:
         denied = _control_denied(ctx, request)
@@ -157,7 +171,12 @@ def build_app(ctx: HttpContext) -> Starlette:
         try:
             ctx.comp.events_send.send_nowait(item)
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            ctx.comp.acc_stats.events_dropped += 1
+            acc = ctx.comp.acc_stats
+            acc.events_dropped += 1
+            ctx.limiter.log(
+                log, logging.WARNING, "acc_full", "acc_event_dropped", ip="simulated",
+                dropped_total=acc.events_dropped,
+            )  # fmt: skip
             return _json({"ok": False, "error": "channel_full"}, 503)
         return _json({"ok": True, "pos": pos, "message": "ACC event sent to tracker"})
 
@@ -175,19 +194,17 @@ def build_app(ctx: HttpContext) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return JSONResponse({"ok": False, "error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"ok": False, "error": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/gate/open", gate_open, methods=["POST"]),
-        Route("/acc/simulate", acc_simulate, methods=["POST"]),
-        Route("/door/simulate", door_simulate, methods=["POST"]),
-    ]
-    routes += [
-        Route(path, preflight, methods=["OPTIONS"])
-        for path in ("/gate/open", "/acc/simulate", "/door/simulate")
+        Route("/gate/open", control(gate_open), methods=["POST", "OPTIONS"]),
+        Route("/acc/simulate", control(acc_simulate), methods=["POST", "OPTIONS"]),
+        Route("/door/simulate", control(door_simulate), methods=["POST", "OPTIONS"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
@@ -205,5 +222,5 @@ async def serve_http(
     hc.bind = [f"{host}:{ctx.config.metrics.prometheus_port}"]
     hc.accesslog = None
     hc.errorlog = log
-    hc.graceful_timeout = 1.0
+    hc.graceful_timeout = GRACEFUL_STOP_S
     await hyper_serve(build_app(ctx), hc, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]

@@ -29,11 +29,20 @@ from gateway.core.stats import (
     bucket_percentile,
     window_counts,
 )
+from gateway.io.gate_worker import FAILED_REASONS
 
 if TYPE_CHECKING:
     from gateway.app.state import Components
 
 OVERFLOW_US = 102_400  # reference: percentile in the overflow bucket is reported as this
+# interfaces.md §9.2 `gateway_task_restarts_total{task}`: every supervised task, 0 until it restarts
+SUPERVISED_TASKS = (
+    "mqtt_ingress", "acc_listener", "rs485", "gate_link", "gate_worker", "journal", "egress",
+    "http", "analysis_log", "broker",
+)  # fmt: skip
+# §9.1 counters whose reference name has no `_total`; prometheus-client would name their
+# HELP/TYPE lines `<name>_total`, which no longer matches the sample, so the text is fixed up
+UNSUFFIXED_COUNTERS = ("gateway_acc_empty_pos_count",)
 
 
 class _Families:
@@ -229,7 +238,10 @@ def build_families(comp: Components) -> list[Metric]:
     f.gauge("gateway_gate_recv_to_wire_max_us", "max (60 s)", gs.recv_to_wire_window.max(now))
     f.histogram("gateway_event_queue_wait_us", "Receipt to handler start", c.event_queue_wait_us)
     f.counter("gateway_gate_cmds_stale_total", "Dropped as stale", gs.cmds_stale)
-    f.counter_by("gateway_gate_cmds_failed_total", "Failed gate commands", "reason", gs.cmds_failed)
+    f.counter_by(
+        "gateway_gate_cmds_failed_total", "Failed gate commands", "reason",
+        {**dict.fromkeys(FAILED_REASONS, 0), **gs.cmds_failed},
+    )  # fmt: skip
     f.gauge("gateway_gate_link_connected", "1 when the CloudPlus link is up", gs.link_connected)
     f.counter_by("gateway_gate_connects_total", "Connect attempts", "result", gs.connects)
     f.counter("gateway_gate_heartbeats_total", "Heartbeats received", gs.heartbeats)
@@ -302,8 +314,9 @@ def build_families(comp: Components) -> list[Metric]:
     analysis_dropped = ing.analysis_dropped + comp.analysis_stats.lost
     f.counter("gateway_analysis_log_dropped_total", "Analysis records dropped", analysis_dropped)
     f.counter_by(
-        "gateway_task_restarts_total", "Supervised restarts", "task", comp.supervisor_stats.restarts
-    )
+        "gateway_task_restarts_total", "Supervised restarts", "task",
+        {**dict.fromkeys(SUPERVISED_TASKS, 0), **comp.supervisor_stats.restarts},
+    )  # fmt: skip
     info = GaugeMetricFamily("gateway_build_info", "Build", labels=["site", "version"])
     info.add_metric([f.site, __version__], 1)
     f.out.append(info)
@@ -322,9 +335,21 @@ class _Snapshot:
             yield from collector.collect()
 
 
+def expose(families: Iterable[Metric]) -> bytes:
+    """Text exposition 0.0.4 of `families` plus the process/GC collectors (blocking: a thread)."""
+    text = generate_latest(_Snapshot(families))
+    for name in UNSUFFIXED_COUNTERS:
+        for kind in (b"HELP", b"TYPE"):
+            text = text.replace(
+                b"# %s %s_total " % (kind, name.encode()), b"# %s %s " % (kind, name.encode())
+            )
+    return text
+
+
 async def render_metrics(comp: Components) -> bytes:
-    snapshot = _Snapshot(build_families(comp))
-    return await trio.to_thread.run_sync(generate_latest, snapshot)
+    """Build the families on the Trio thread (consistent snapshot), encode in a worker thread."""
+    families = build_families(comp)
+    return await trio.to_thread.run_sync(expose, families)
 
 
 def metrics_payload(comp: Components) -> dict[str, Any]:
