@@ -16,7 +16,7 @@ import logging
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -553,19 +553,33 @@ def run_command(args: argparse.Namespace) -> int:
         _print_list(plan, out)
         return 0
     names = SCENARIO_NAMES if args.scenario == "all" else (args.scenario,)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
-    if not args.verbose:  # the table is the output; --verbose shows the gateway's own log too
-        logging.getLogger("gateway").setLevel(logging.ERROR)  # link_down's connect warnings…
     pos = ", ".join(f"{plan.name(z)} ({z})" for z in plan.pos)
     out(f"gateway sim: site {config.site.id!r} ({config.path}), POS order {pos}")
     options = SimOptions(scenarios=names, broker=args.broker, verbose=args.verbose, out=out)
-    try:
-        report = trio.run(run_sim, config, options)
-    except SimError as exc:
-        print(f"gateway sim: {exc}", file=sys.stderr)
-        return 1
+    with _quiet_logs(args.verbose):
+        try:
+            report = trio.run(run_sim, config, options)
+        except SimError as exc:
+            print(f"gateway sim: {exc}", file=sys.stderr)
+            return 1
     _print_table(report, out)
     return 1 if report.failed else 0
+
+
+@contextlib.contextmanager
+def _quiet_logs(verbose: bool) -> Iterator[None]:
+    """The table is the output: the in-process gateway logs only errors (link_down's expected
+    connect warnings, …) unless `--verbose`; httpx's one INFO line per request never."""
+    floors = {"httpx": logging.WARNING} | ({} if verbose else {"gateway": logging.ERROR})
+    loggers = {logging.getLogger(name): floor for name, floor in floors.items()}
+    saved = {logger: logger.level for logger in loggers}
+    for logger, floor in loggers.items():
+        logger.setLevel(max(logger.getEffectiveLevel(), floor))
+    try:
+        yield
+    finally:
+        for logger, level in saved.items():
+            logger.setLevel(level)
 
 
 def _print_list(plan: SitePlan, out: Output) -> None:
