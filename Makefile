@@ -36,8 +36,9 @@ test: $(STAMP) mosquitto lint typecheck
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
+# `make demo DEMO_ARGS="--broker-port 1884 --duration 60"`: flags of `gateway demo` (docs/demo.md)
 demo: $(STAMP)
-	$(BIN)/gateway demo
+	$(BIN)/gateway demo $(DEMO_ARGS)
 
 image-test:
 	bash docker/image-test.sh

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -135,8 +136,10 @@ def test_usage_errors_exit_2(argv: list[str], message: str) -> None:
 
 
 def test_sigint_stops_gracefully_with_a_summary(tmp_path: Path) -> None:
+    broker, http_port, acc, gate = free_ports(4)
+    ports = port_args(tmp_path, broker=broker, http=http_port, acc=acc, gate=gate)
     argv = [sys.executable, "-m", "gateway.app.cli", "demo", "--json", "--rate", "600"]
-    argv += ["--seed", "3", *port_args(tmp_path)]
+    argv += ["--seed", "3", *ports]
     stderr_path = tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen(
@@ -152,6 +155,10 @@ def test_sigint_stops_gracefully_with_a_summary(tmp_path: Path) -> None:
             if line.startswith("traffic "):
                 break
         timer.cancel()
+        # interfaces.md §8: in the demo the control routes need no token
+        simulated = httpx.post(f"http://127.0.0.1:{http_port}/acc/simulate?pos=POS_2", timeout=5)
+        assert simulated.status_code == 200
+        assert simulated.json()["ok"] is True
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
         lines += rest.splitlines()
