@@ -108,6 +108,8 @@ class Observer:
         self._changed = trio.Event()
 
     async def wait_until(self, probe: Callable[[], T | None]) -> T:
+        """Return the first non-None `probe()`, re-evaluated after every message and frame."""
+        await trio.lowlevel.checkpoint()
         while True:
             found = probe()
             if found is not None:
@@ -359,7 +361,12 @@ class PosBook:
             start = max(start, z.acc_free_at - acc_after_s)
         if qualifies_after_s is not None:
             start = max(start, z.qualify_free_at - qualifies_after_s)
-        await trio.sleep_until(start)
+        try:
+            await trio.sleep_until(start)
+        except BaseException:  # cancelled before the customer ever entered: free the zone
+            z.holder = None
+            self._wake()
+            raise
 
     def release(self, zone: int, who: str, *, qualified: bool, acc_until: float) -> None:
         z = self._zones.get(zone)
@@ -370,6 +377,9 @@ class PosBook:
         if qualified:
             z.acc_free_at = now + self._grace_s + ZONE_MARGIN_S
         z.qualify_free_at = max(z.qualify_free_at, acc_until + ZONE_MARGIN_S)
+        self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
 
@@ -596,7 +606,7 @@ class Stage:
         self.run.log("sim", f"{self.scenario.name}: no door open within {DOOR_OPEN_WAIT_S:g} s")
 
     async def expect_no_open(self, tid: int, since: int, window_s: float) -> None:
-        """For `window_s`: no command for `tid`, and no open frame that no `cmd_sent` explains
+        """For `window_s`: no `cmd_sent` for `tid`, and no open frame that no `cmd_sent` explains
         (none at all while this scenario runs alone)."""
         self.waiting = f"{window_s:g} s without an open for tid {tid}"
         await trio.sleep(window_s)

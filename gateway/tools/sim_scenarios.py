@@ -29,10 +29,8 @@ ENTRY_INSIDE: Final[Point] = (5.25, -5.2)  # just past the entry line
 APPROACH_BEFORE: Final[Point] = (2.25, 0.3)
 APPROACH_AFTER: Final[Point] = (2.25, 0.7)
 GATE_FAR_SIDE: Final[Point] = (2.25, 2.0)
-STORE_BACK: Final[Point] = (
-    3.0,
-    -3.5,
-)  # where a turned-away customer is deleted (> 1.8 m from SPAWN)
+# a turned-away customer ends here: > 1.8 m from SPAWN, so no new track is stitched onto it
+STORE_BACK: Final[Point] = (3.0, -3.5)
 STITCH_OFFSET_M: Final = 0.20  # S165: re-created 20 cm away …
 STITCH_GAP_S: Final = 0.5  # … 0.5 s later
 STITCH_DH_M: Final = 0.01
@@ -495,7 +493,7 @@ class Scenario:
 
     def timeout_for(self, plan: SitePlan) -> float:
         """The table's timeout; a site with a longer min dwell gets the difference on top."""
-        return self.timeout_s + max(0.0, plan.min_dwell_s - SPEC_MIN_DWELL_S) * self.pos_roles
+        return self.timeout_s + max(0.0, plan.min_dwell_s - SPEC_MIN_DWELL_S)
 
 
 SCENARIOS: Final[tuple[Scenario, ...]] = (
