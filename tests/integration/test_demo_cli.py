@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.app.cli import build_parser
 from gateway.config.loader import parse_config
 
 pytestmark = pytest.mark.integration
@@ -58,6 +59,18 @@ def gateway(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
+def in_process(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`gateway demo …` through the real parser in this process, for paths that start nothing
+    (subprocess start-up is the slow part of these tests)."""
+    try:
+        args = build_parser().parse_args(["demo", *argv])
+        code = int(args.func(args))
+    except SystemExit as exc:
+        code = int(str(exc.code))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def port_args(tmp_path: Path, **override: int) -> list[str]:
     ports = dict(zip(("broker", "http", "acc", "gate"), free_ports(4), strict=True))
     ports.update(override)
@@ -77,11 +90,13 @@ def test_print_config_is_the_spec_demo_site() -> None:
     assert done.stdout == DEMO_TOML.read_text(encoding="utf-8")  # interfaces.md §11.4 verbatim
 
 
-def test_print_config_uses_the_chosen_ports_and_paths(tmp_path: Path) -> None:
+def test_print_config_uses_the_chosen_ports_and_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = port_args(tmp_path, broker=11883, http=19090, acc=35803, gate=18000)
-    done = gateway("demo", "--print-config", *args)
-    assert done.returncode == 0, done.stderr
-    config = parse_config(done.stdout, "printed")
+    code, out, err = in_process(capsys, "--print-config", *args)
+    assert code == 0, err
+    config = parse_config(out, "printed")
     assert config.broker is not None
     assert (config.mqtt.port, config.broker.port, config.mqtt_egress.port) == (11883,) * 3
     assert config.metrics.prometheus_port == 19090
@@ -94,26 +109,55 @@ def test_print_config_uses_the_chosen_ports_and_paths(tmp_path: Path) -> None:
 # -- bad input ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["broker", "http", "acc", "gate"])
-def test_busy_port_exits_1_naming_port_and_flag(tmp_path: Path, which: str) -> None:
-    with socket.socket() as busy:
+def test_busy_broker_port_exits_1_naming_port_and_flag(tmp_path: Path) -> None:
+    with socket.socket() as busy:  # e.g. a Mosquitto already on 1883
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = int(busy.getsockname()[1])
-        done = gateway("demo", "--duration", "1", *port_args(tmp_path, **{which: port}))
+        done = gateway("demo", "--duration", "1", *port_args(tmp_path, broker=port))
     assert done.returncode == 1
-    assert f"port {port} on " in done.stderr
-    assert "already in use" in done.stderr
-    assert f"--{which}-port PORT" in done.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "choose another with --broker-port PORT" in done.stderr
     assert "dashboard" not in done.stdout  # nothing was started
     assert not (tmp_path / "data").exists()
 
 
-def test_same_port_for_two_listeners_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["http", "acc", "gate"])
+def test_busy_port_exits_1_naming_port_and_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = int(busy.getsockname()[1])
+        args = port_args(tmp_path, **{which: port})
+        code, out, err = in_process(capsys, "--duration", "1", *args)
+    assert code == 1
+    assert f"port {port} on " in err  # the ACC listener binds 0.0.0.0 (§11.4 has no [acc].bind)
+    assert "already in use" in err
+    assert f"choose another with --{which}-port PORT" in err
+    assert out == ""
+    assert not (tmp_path / "data").exists()
+
+
+def test_pty_path_that_is_not_a_symlink_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = port_args(tmp_path)
+    (tmp_path / "rs485").write_text("a file, not a symlink")
+    code, _, err = in_process(capsys, *args)
+    assert code == 1
+    assert f"{tmp_path / 'rs485'} exists and is not a symlink" in err
+    assert "--rs485-pty PATH" in err
+
+
+def test_same_port_for_two_listeners_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = free_ports(1)[0]
-    done = gateway("demo", *port_args(tmp_path, http=port, gate=port))
-    assert done.returncode == 2
-    assert f"--http-port and --gate-port are both {port}" in done.stderr
+    code, _, err = in_process(capsys, *port_args(tmp_path, http=port, gate=port))
+    assert code == 2
+    assert f"--http-port and --gate-port are both {port}" in err
 
 
 @pytest.mark.parametrize(
@@ -126,10 +170,12 @@ def test_same_port_for_two_listeners_is_a_usage_error(tmp_path: Path) -> None:
         (["--rate", "-1"], "must be a finite number"),
     ],
 )
-def test_usage_errors_exit_2(argv: list[str], message: str) -> None:
-    done = gateway("demo", *argv)
-    assert done.returncode == 2
-    assert message in done.stderr
+def test_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = in_process(capsys, *argv)
+    assert code == 2
+    assert message in err
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------
