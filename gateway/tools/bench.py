@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,11 +24,11 @@ import trio
 
 from gateway.config.loader import load_config
 from gateway.tools import bench_core
-from gateway.tools.bench_broker import BenchBrokerError, BrokerInfo, open_broker
+from gateway.tools.bench_broker import DROPPED_TOPIC, BenchBrokerError, BrokerInfo, open_broker
 from gateway.tools.bench_gate import GateParams, GateRun, run_gate
 from gateway.tools.bench_gateway import GatewayStartError, bench_toml
 from gateway.tools.bench_host import Machine, describe
-from gateway.tools.bench_mqtt import RawMqttError
+from gateway.tools.bench_mqtt import RawMqttError, RawSubscriber
 from gateway.tools.bench_report import (
     PhaseReport,
     burst_report,
@@ -38,7 +39,7 @@ from gateway.tools.bench_report import (
     soak_report,
     throughput_report,
 )
-from gateway.tools.bench_rig import open_rig
+from gateway.tools.bench_rig import Rig, open_rig
 from gateway.tools.bench_throughput import (
     Stream,
     ThroughputParams,
@@ -144,27 +145,39 @@ def _geometry(workdir: Path) -> Any:
     return demo_geometry(config.zones, config.acc)
 
 
-async def _gate_runs(
-    opts: BenchOptions, broker: BrokerInfo, workdir: Path, params: GateParams, count: int, tag: str
-) -> list[GateRun]:
+@attrs.frozen
+class _Env:
+    """What every live repeat shares: the broker, its `$SYS` watcher and the scratch dir."""
+
+    opts: BenchOptions
+    broker: BrokerInfo
+    workdir: Path
+    sys_watch: RawSubscriber | None
+
+    def rig(self, name: str, topics: tuple[str, ...] = ()) -> AbstractAsyncContextManager[Rig]:
+        return open_rig(self.broker, self.workdir / name, pin=self.opts.pin, topics=topics,
+                        sys_watch=self.sys_watch)  # fmt: skip
+
+
+async def _gate_runs(env: _Env, params: GateParams, count: int, tag: str) -> list[GateRun]:
     runs: list[GateRun] = []
     for r in range(count):
         _progress(f"{tag} repeat {r + 1}/{count}")
-        async with open_rig(broker, workdir / f"{tag}-{r + 1}", pin=opts.pin,
-                            topics=[DEFAULT_TOPIC]) as rig:  # fmt: skip
-            run = await run_gate(rig, attrs.evolve(params, seed=opts.seed + r))
+        async with env.rig(f"{tag}-{r + 1}", (DEFAULT_TOPIC,)) as rig:
+            run = await run_gate(rig, attrs.evolve(params, seed=env.opts.seed + r))
         run.gc, run.exit_code = rig.gateway.gc_report, rig.gateway.exit_code
         runs.append(run)
     return runs
 
 
 async def _throughput_runs(
-    opts: BenchOptions, broker: BrokerInfo, workdir: Path, params: ThroughputParams, stream: Stream
+    env: _Env, params: ThroughputParams, stream: Stream
 ) -> list[ThroughputRun]:
     runs: list[ThroughputRun] = []
-    for r in range(opts.repeats):
-        _progress(f"throughput repeat {r + 1}/{opts.repeats}")
-        async with open_rig(broker, workdir / f"throughput-{r + 1}", pin=opts.pin) as rig:
+    repeats = env.opts.repeats
+    for r in range(repeats):
+        _progress(f"throughput repeat {r + 1}/{repeats}")
+        async with env.rig(f"throughput-{r + 1}") as rig:
             run = await run_throughput(rig, stream, params)
         run.gc, run.exit_code = rig.gateway.gc_report, rig.gateway.exit_code
         runs.append(run)
@@ -175,10 +188,17 @@ async def run_bench(opts: BenchOptions, workdir: Path, out: Outcome) -> None:
     wanted = set(opts.phases)
     enforced = not opts.quick
     pinning = f"gateway on CPU {opts.pin}" if opts.pin is not None else "none"
-    async with open_broker(opts.broker, workdir) as broker:
+    async with open_broker(opts.broker, workdir) as broker, trio.open_nursery() as nursery:
         out.machine = describe(broker.describe(), pinning)
         for text in out.machine.lines():
             _say(text)
+        watch = None
+        if broker.sys_topics:
+            watch = await RawSubscriber.connect(
+                broker.host, broker.port, [DROPPED_TOPIC], "bench-sys-watch"
+            )
+            nursery.start_soon(watch.serve)
+        env = _Env(opts, broker, workdir, watch)
 
         async def phase(names: set[str], body: Callable[[], Any]) -> None:
             if not names & wanted:
@@ -215,7 +235,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, out: Outcome) -> None:
                 warmup_s=opts.warmup_s, discard=opts.discard, trials=opts.trials,
                 bursts=opts.bursts if "burst" in wanted else 0,
             )  # fmt: skip
-            runs = await _gate_runs(opts, broker, workdir, params, opts.repeats, "gate")
+            runs = await _gate_runs(env, params, opts.repeats, "gate")
             report(gate_report(runs, enforced))
             report(burst_report(runs, enforced))
 
@@ -225,14 +245,14 @@ async def run_bench(opts: BenchOptions, workdir: Path, out: Outcome) -> None:
             _progress("throughput: generating the stream (not measured)")
             stream = await trio.to_thread.run_sync(generate_stream, _geometry(workdir), params)
             _progress(f"stream: {len(stream.payloads)} frames in {stream.generate_s:.1f} s")
-            runs = await _throughput_runs(opts, broker, workdir, params, stream)
+            runs = await _throughput_runs(env, params, stream)
             report(throughput_report(runs, stream, enforced))
             report(rs485_report(runs, enforced))
 
         async def soak() -> None:
             params = GateParams(warmup_s=opts.warmup_s, discard=opts.discard,
                                 soak_s=opts.soak_s)  # fmt: skip
-            (run,) = await _gate_runs(opts, broker, workdir, params, 1, "soak")
+            (run,) = await _gate_runs(env, params, 1, "soak")
             report(soak_report(run, enforced))
 
         await phase({"handler"}, handler)
@@ -240,6 +260,9 @@ async def run_bench(opts: BenchOptions, workdir: Path, out: Outcome) -> None:
         await phase({"gate", "burst"}, gate)
         await phase({"throughput", "rs485"}, throughput)
         await phase({"soak"}, soak)
+        nursery.cancel_scope.cancel()
+        if watch is not None:
+            await watch.aclose()
 
 
 def _summary(out: Outcome, quick: bool) -> None:

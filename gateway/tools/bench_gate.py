@@ -159,6 +159,8 @@ async def _run_trials(
     keep_going: Callable[[int], bool],
 ) -> None:
     p = run.params
+    sub = rig.subscriber
+    assert sub is not None  # the gate rig subscribes to the load topic
     next_at = trio.current_time()
     i = 0
     while keep_going(i):
@@ -167,7 +169,7 @@ async def _run_trials(
         await trio.sleep_until(next_at)
         run.late_opens += len(rig.take_opens())
         msg = load.gate_entry_message(tid, _wall_ms())
-        rig.subscriber.expect(msg.payload, i)
+        sub.expect(msg.payload, i)
         t0 = time.monotonic_ns()
         ok = publisher.publish(msg.topic, msg.payload)
         trial = Trial(i, tid, t0, warmup=i < p.discard, published=ok)
@@ -179,7 +181,7 @@ async def _run_trials(
         i += 1
     await trio.sleep(p.trial_timeout_s)  # last raw-hop receipts
     for trial in run.trials:
-        trial.hop_ns = rig.subscriber.seen_ns.get(trial.index)
+        trial.hop_ns = sub.seen_ns.get(trial.index)
 
 
 def _burst_payloads(load: BenchLoad, n: int) -> list[bytes]:

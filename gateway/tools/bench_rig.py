@@ -36,7 +36,8 @@ class Rig:
     mock: MockCloudPlus
     gateway: GatewayProcess
     site: DemoGeometry
-    subscriber: RawSubscriber
+    subscriber: RawSubscriber | None  # the raw-hop end (only when topics were asked for)
+    sys_watch: RawSubscriber | None  # bench-wide `$SYS` subscriber (Mosquitto only)
     topic: str = DEFAULT_TOPIC
     _opens_seen: int = 0  # index into the mock's frames already attributed
 
@@ -46,8 +47,14 @@ class Rig:
         return self.mock.board
 
     def broker_dropped(self) -> float | None:
-        """Mosquitto's `$SYS/broker/publish/messages/dropped` as last published (1 s old)."""
-        raw = self.subscriber.sys_values.get(DROPPED_TOPIC)
+        """Mosquitto's `$SYS/broker/publish/messages/dropped` as last published (≤ 1 s old).
+
+        Mosquitto publishes it on change only, retained with a 60 s expiry, so the watcher
+        subscribes once when the broker starts rather than per rig.
+        """
+        if self.sys_watch is None:
+            return None
+        raw = self.sys_watch.sys_values.get(DROPPED_TOPIC)
         return float(raw) if raw is not None else None
 
     def take_opens(self) -> list[int]:
@@ -69,7 +76,12 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def open_rig(
-    broker: BrokerInfo, workdir: Path, *, pin: int | None, topics: Sequence[str] = ()
+    broker: BrokerInfo,
+    workdir: Path,
+    *,
+    pin: int | None,
+    topics: Sequence[str] = (),
+    sys_watch: RawSubscriber | None = None,
 ) -> AsyncIterator[Rig]:
     """Start mock + board, the gateway child (ready) and the raw subscriber; stop all on exit."""
     await trio.Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -83,14 +95,14 @@ async def open_rig(
             try:
                 await gateway.start()
                 config = load_config(gateway.config_path)
-                wanted = list(topics) + ([DROPPED_TOPIC] if broker.sys_topics else [])
-                client_id = f"bench-raw-{next(_client_ids)}"
-                sub = await RawSubscriber.connect(
-                    broker.host, broker.port, wanted or [DROPPED_TOPIC], client_id
-                )
-                subs.append(sub)
-                nursery.start_soon(sub.serve)
-                rig = Rig(broker, mock, gateway, demo_geometry(config.zones, config.acc), sub)
+                sub = None
+                if topics:
+                    client_id = f"bench-raw-{next(_client_ids)}"
+                    sub = await RawSubscriber.connect(broker.host, broker.port, topics, client_id)
+                    subs.append(sub)
+                    nursery.start_soon(sub.serve)
+                site = demo_geometry(config.zones, config.acc)
+                rig = Rig(broker, mock, gateway, site, sub, sys_watch)
                 rig.take_opens()
                 yield rig
             finally:
