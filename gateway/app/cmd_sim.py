@@ -190,17 +190,16 @@ async def run_sim(config: Config, options: SimOptions) -> SimReport:
         )
         try:
             return await SimRun(config, plan, options, Path(workdir)).execute(selected)
-        except BaseExceptionGroup as group:  # a background task failed: report the first cause
-            raise _first_sim_error(group) from group
-
-
-def _first_sim_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            exc = _first_sim_error(exc)
-        if isinstance(exc, SimError | ScenarioFailed):
-            return SimError(str(exc))
-    return group
+        except BaseExceptionGroup as group:  # a background task failed: report its SimError
+            if group.subgroup(KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from group  # Ctrl-C (the gateway's handlers are off)
+            found = group.subgroup(SimError)
+            if found is None:
+                raise
+            first: BaseException = found
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise SimError(str(first)) from group
 
 
 class SimRun:
@@ -561,6 +560,9 @@ def run_command(args: argparse.Namespace) -> int:
             report = trio.run(run_sim, config, options)
         except SimError as exc:
             print(f"gateway sim: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("gateway sim: interrupted", file=sys.stderr)
             return 1
     _print_table(report, out)
     return 1 if report.failed else 0
