@@ -28,6 +28,7 @@ from gateway.io.mqtt_shim import Message, MqttClient, MqttError
 from gateway.tools.board_emulator import BoardEmulator
 from gateway.tools.mock_cloudplus import MockCloudPlus, MockOptions
 from gateway.tools.sim_scenarios import (
+    FRAME_S,
     Action,
     Create,
     Cross,
@@ -41,7 +42,6 @@ from gateway.tools.sim_scenarios import (
 )
 from gateway.tools.traffic_model import LINE_CROSS, PERSON, rfc3339_ms
 
-FRAME_S: Final = 0.1  # simulation.md §3: steps 100 ms apart, in real time
 NET_TIMEOUT_S: Final = 5.0  # one publish, subscribe, ACC line or HTTP request
 ZONE_MARGIN_S: Final = 1.0  # on top of the grace / ACC-buffer windows when a zone changes hands
 

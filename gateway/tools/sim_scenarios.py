@@ -31,6 +31,7 @@ APPROACH_AFTER: Final[Point] = (2.25, 0.7)
 GATE_FAR_SIDE: Final[Point] = (2.25, 2.0)
 # a turned-away customer ends here: > 1.8 m from SPAWN, so no new track is stitched onto it
 STORE_BACK: Final[Point] = (3.0, -3.5)
+FRAME_S: Final = 0.1  # simulation.md §3: steps 100 ms apart (one sensor frame each), real time
 STITCH_OFFSET_M: Final = 0.20  # S165: re-created 20 cm away …
 STITCH_GAP_S: Final = 0.5  # … 0.5 s later
 STITCH_DH_M: Final = 0.01
@@ -410,7 +411,7 @@ async def stitch(s: Stage) -> None:
     await pay(s, old, zone)
     mark = s.mark()
     await s.step(Delete(old))  # lost inside the POS zone: no ZONE_EXIT
-    await s.hold(STITCH_GAP_S)
+    await s.hold(STITCH_GAP_S - FRAME_S)  # the next step is published on the next frame
     x, y = p.pos_point(zone)
     await s.step(Create(new, (x + STITCH_OFFSET_M, y), HEIGHT_STITCH + STITCH_DH_M))
     msg = await s.expect_track(new, mark)
