@@ -2,8 +2,10 @@
 
 Each runs in a fresh child process (`python -m gateway.tools.bench_core handler|memory ...`,
 JSON on stdout) so that neither the bench's own heap nor its event loop disturbs it.
-- handler: `synthetic_stream` (handler_bench) generated once, then per repeat a fresh `Tracker`
-  times every handler call with `perf_counter_ns` (ticks unmeasured).
+- handler: `synthetic_stream` (handler_bench) generated once, then per repeat a fresh `Tracker`:
+  every event's handler time exactly as the core times it for `gateway_event_latency_us` (raw
+  µs samples), and every handler call (a whole message, an ACC, a door reading) with
+  `perf_counter_ns` (ticks unmeasured).
 - memory: 10 000 live persons, each with a journey of 6 events and occupancy entries; RSS delta
   after `gc.collect()` divided by the persons (plus allocated-block counts as a cross-check).
 """
@@ -21,8 +23,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+import attrs
+
+from gateway.config.model import Config
 from gateway.core.clock import FakeClock
 from gateway.core.model import (
+    AccInput,
     EventKind,
     Frame,
     GateCmd,
@@ -30,9 +36,10 @@ from gateway.core.model import (
     XovisBatch,
     XovisEvent,
 )
+from gateway.core.stats import BUCKETS_R, Histogram
 from gateway.core.tracker import Tracker
 from gateway.tools.bench_host import proc_rss_bytes
-from gateway.tools.handler_bench import bench_config, measure_handler_cost, synthetic_stream
+from gateway.tools.handler_bench import TICK_MS, TimedInput, bench_config, synthetic_stream
 
 HANDLER_TRACKS: Final = 40  # concurrent customers of the synthetic store
 CHILD_TIMEOUT_S: Final = 900.0
@@ -44,6 +51,54 @@ class CorePhaseError(Exception):
     """The child process failed; the message carries its stderr."""
 
 
+class _SpanClock(FakeClock):
+    """Domain time from the fake clock; `mono_ns` is real time, which the core reads only to
+    time its spans (per-event handler time, gate-command enqueue stamps), never for rules."""
+
+    def mono_ns(self) -> int:
+        return time.perf_counter_ns()
+
+
+@attrs.define(slots=True)
+class _Recorder(Histogram):
+    """`gateway_event_latency_us` that also keeps every raw observation."""
+
+    samples: list[int] = attrs.field(factory=list)
+
+    def observe(self, value: float) -> None:
+        self.samples.append(int(value))
+        super().observe(value)
+
+
+def measure(inputs: Sequence[TimedInput], config: Config) -> tuple[list[int], list[int]]:
+    """(µs per event as the core times it for `gateway_event_latency_us`, ns per handler call).
+
+    Ticks run unmeasured every 1000 ms of input time, as in `handler_bench`.
+    """
+    clock = _SpanClock()
+    tracker = Tracker(config, clock, _AcceptAll(), random.Random(0))
+    recorder = _Recorder(BUCKETS_R)
+    tracker.state.counters.event_latency_us = recorder
+    per_call: list[int] = []
+    next_tick = TICK_MS
+    perf = time.perf_counter_ns
+    for at, item in inputs:
+        while next_tick <= at:
+            clock.set(next_tick)
+            tracker.tick()
+            next_tick += TICK_MS
+        clock.set(at)
+        t0 = perf()
+        if isinstance(item, XovisBatch):
+            tracker.handle_batch(item)
+        elif isinstance(item, AccInput):
+            tracker.handle_acc(item)
+        else:
+            tracker.handle_door(item)
+        per_call.append(perf() - t0)
+    return recorder.samples, per_call
+
+
 def handler_phase(events: int, repeats: int, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     inputs = synthetic_stream(HANDLER_TRACKS, events, seed)
@@ -52,13 +107,14 @@ def handler_phase(events: int, repeats: int, seed: int) -> dict[str, Any]:
         len(f.events) for _, item in inputs if isinstance(item, XovisBatch) for f in item.frames
     )
     config = bench_config(min_dwell_ms=0)  # §6 bench config
-    runs = [measure_handler_cost(inputs, config) for _ in range(repeats)]
+    runs = [measure(inputs, config) for _ in range(repeats)]
     return {
         "events": n_events,
         "items": len(inputs),
         "generate_s": gen_s,
         "gc_threshold": list(gc.get_threshold()),
-        "samples_ns": runs,
+        "per_event_us": [r[0] for r in runs],
+        "per_call_ns": [r[1] for r in runs],
     }
 
 

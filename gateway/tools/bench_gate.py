@@ -20,6 +20,7 @@ from typing import Any, Final
 import attrs
 import trio
 
+from gateway.tools.bench_gateway import bucket_delta
 from gateway.tools.bench_rig import Rig
 from gateway.tools.traffic import BenchLoad
 from gateway.tools.traffic_io import MqttPublisher, TrafficIoStats, run_traffic
@@ -28,6 +29,13 @@ TRIAL_BATCH: Final = 10  # trial tracks paid by one ACC (min_dwell_ms = 0: one A
 ACC_DELAY_MS: Final = 300  # ACC after the batch appears in the trial POS
 PAID_SETTLE_S: Final = 0.5  # after the ACC line was sent, before a track of it is used
 BURST_TICK_S: Final = 0.01  # a burst is published in slices every 10 ms
+# the gateway's own view of the gate path (Prometheus histograms, bucket resolution only)
+INTERNAL_HISTOGRAMS: Final = (
+    "gateway_gate_recv_to_wire_us",  # MQTT bytes read → open frame written
+    "gateway_event_queue_wait_us",  # item receipt → tracker handler start
+    "gateway_gate_latency_us",  # trigger receipt → command enqueued
+    "gateway_gate_queue_delay_us",  # enqueued → gate worker pickup
+)
 
 
 @attrs.frozen
@@ -75,6 +83,7 @@ class GateRun:
     broker_dropped: float | None = None
     gc: dict[str, Any] | None = None
     exit_code: int | None = None
+    internal: dict[str, list[tuple[float, float]]] = attrs.field(factory=dict)
 
     def measured(self) -> list[Trial]:
         return [t for t in self.trials if not t.warmup]
@@ -114,6 +123,7 @@ class GateRun:
             "broker_dropped": self.broker_dropped,
             "gateway_gc": self.gc,
             "gateway_exit_code": self.exit_code,
+            "gateway_histograms": self.internal,
         }
 
 
@@ -243,6 +253,7 @@ async def run_gate(rig: Rig, params: GateParams) -> GateRun:
         await trio.sleep(params.warmup_s)
         cpu0, t0 = gw.cpu_s(), trio.current_time()
         dropped0 = rig.broker_dropped()
+        s0 = await gw.scrape()
         if params.soak_s is not None:
             nursery.start_soon(_sample_rss, rig, run, params.rss_every_s)
         end = t0 + params.soak_s if params.soak_s is not None else None
@@ -258,6 +269,8 @@ async def run_gate(rig: Rig, params: GateParams) -> GateRun:
                                measured_s / len(bursts))  # fmt: skip
         await _run_trials(rig, load, pool, publisher, run, keep_going)
         run.cpu_pct = 100.0 * (gw.cpu_s() - cpu0) / max(1e-9, trio.current_time() - t0)
+        s1 = await gw.scrape()
+        run.internal = {h: bucket_delta(s1.buckets(h), s0.buckets(h)) for h in INTERNAL_HISTOGRAMS}
         dropped1 = rig.broker_dropped()
         if dropped0 is not None and dropped1 is not None:
             run.broker_dropped = dropped1 - dropped0

@@ -45,6 +45,7 @@ def bench_toml(
     http_port: int,
     acc_port: int,
     journal: Path,
+    egress: bool = True,
 ) -> str:
     pos = ", ".join(str(1001 + k) for k in range(5))
     names = "\n".join(f'{1001 + k} = "POS_{k + 1}"' for k in range(5))
@@ -109,7 +110,7 @@ bind = "127.0.0.1"
 file = "{journal}"
 
 [mqtt_egress]
-enabled = true
+enabled = {"true" if egress else "false"}
 """
 
 
@@ -202,6 +203,8 @@ class GatewayProcess:
                 http_port=self.http_port,
                 acc_port=self.acc_port,
                 journal=self.workdir / "journeys.jsonl",
+                # diagnosis only: GATEWAY_BENCH_EGRESS=off isolates the egress cost (docs)
+                egress=os.environ.get("GATEWAY_BENCH_EGRESS", "on") != "off",
             )
         )
         return self.config_path

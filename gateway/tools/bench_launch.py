@@ -35,8 +35,11 @@ class GcProbe:
         self._t0 = 0
         self._m0 = 0
         self.tuned: str = "none"
+        self.paused = False  # the tuning's own gc.collect() is not a pause of the workload
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if self.paused:
+            return
         if phase == "start":
             self._m0 = time.monotonic_ns()
             self._t0 = time.perf_counter_ns()
@@ -67,8 +70,10 @@ def _tune_later(probe: GcProbe, spec: str, delay_s: float) -> None:
     values = tuple(int(v) for v in thresholds.split(",")) if thresholds else ()
 
     def tune() -> None:
+        probe.paused = True
         gc.collect()
         gc.freeze()
+        probe.paused = False
         if values:
             gc.set_threshold(*values)
         probe.tuned = f"freeze after {delay_s:g} s, threshold={gc.get_threshold()}"
