@@ -197,11 +197,10 @@ class TrackerActor:
             reading, version = await cell.wait_changed(version)
             self.stats.door_changes += 1
             try:
-                effects = self.tracker.handle_door(reading)
+                self.dispatch(self.tracker.handle_door(reading))
             except Exception as exc:
                 self.crashed = exc
                 raise TrackerCrashed(str(exc)) from exc
-            self.dispatch(effects)
 
     async def run_ticker(self) -> None:
         """Ticks at start + k × 1 s; a late tick runs once and missed deadlines are skipped."""
@@ -210,11 +209,10 @@ class TrackerActor:
         while True:
             await trio.sleep_until(start + k * TICK_S)
             try:
-                effects = self.tracker.tick()
+                self.dispatch(self.tracker.tick())
             except Exception as exc:
                 self.crashed = exc
                 raise TrackerCrashed(str(exc)) from exc
-            self.dispatch(effects)
             k = max(k + 1, math.floor((trio.current_time() - start) / TICK_S) + 1)
 
     def begin_shutdown(self) -> None:
@@ -224,7 +222,11 @@ class TrackerActor:
 
     def finalize(self) -> None:
         """Shutdown finalization (behaviour.md §11.5) after the events channel was drained."""
-        self.dispatch(self.tracker.shutdown())
+        try:
+            self.dispatch(self.tracker.shutdown())
+        except Exception as exc:
+            self.crashed = exc
+            raise TrackerCrashed(str(exc)) from exc
 
     @property
     def overflow(self) -> int:

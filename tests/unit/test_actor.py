@@ -344,3 +344,31 @@ def test_live_path_uses_only_send_nowait() -> None:
         for call in ast.walk(node):
             if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute):
                 assert call.func.attr not in ("send", "receive"), (node.name, ast.unparse(call))
+
+
+async def test_errors_in_door_tick_and_finalize_are_tracker_crashes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = Rig()
+
+    def explode(*_: object) -> list[Effect]:
+        raise TypeError("not encodable")
+
+    rig.tracker.handle_door = explode  # type: ignore[method-assign]
+    rig.tracker.tick = explode  # type: ignore[method-assign]
+    rig.tracker.shutdown = explode  # type: ignore[method-assign]
+    cell = LatestValue(DoorReading("unknown"))
+
+    async def consume_door() -> None:
+        with pytest.raises(TrackerCrashed):
+            await rig.actor.consume_door(cell)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consume_door)
+        await trio.testing.wait_all_tasks_blocked()
+        cell.set(DoorReading("open"))
+    with pytest.raises(TrackerCrashed):
+        await rig.actor.run_ticker()
+    with pytest.raises(TrackerCrashed):
+        rig.actor.finalize()
+    assert isinstance(rig.actor.crashed, TypeError)
