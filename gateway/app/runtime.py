@@ -264,54 +264,26 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
                         if opts.ingress_crashes:
                             ingress = _crash_first(opts.ingress_crashes, ingress)
                         analysis = analysis_send if config.analysis_log.enabled else None
-                        n.start_soon(
-                            lambda: supervise(
-                                "mqtt_ingress",
-                                ingress,
-                                config,
-                                events_send,
-                                egress_send,
-                                comp.ingress_stats,
-                                comp.xovis_stats,
-                                analysis,
-                                comp.egress_stats,
-                                stats=sup,
-                            )
-                        )
+                        tasks: list[tuple[str, Callable[..., Awaitable[Any]], tuple[Any, ...]]] = [
+                            ("mqtt_ingress", ingress, (
+                                config, events_send, egress_send, comp.ingress_stats,
+                                comp.xovis_stats, analysis, comp.egress_stats,
+                            )),
+                        ]  # fmt: skip
                         if config.acc.listener_enabled:
-                            n.start_soon(
-                                lambda: supervise(
-                                    "acc_listener",
-                                    serve_acc,
-                                    config.acc,
-                                    events_send,
-                                    comp.acc_stats,
-                                    stats=sup,
-                                )
-                            )
+                            acc_args = (config.acc, events_send, comp.acc_stats)
+                            tasks.append(("acc_listener", serve_acc, acc_args))
                         if config.rs485.enabled:
-                            n.start_soon(
-                                lambda: supervise(
-                                    "rs485",
-                                    run_rs485_poller,
-                                    config.rs485,
-                                    door,
-                                    comp.rs485_stats,
-                                    stats=sup,
-                                )
-                            )
+                            rs485_args = (config.rs485, door, comp.rs485_stats)
+                            tasks.append(("rs485", run_rs485_poller, rs485_args))
                         if config.analysis_log.enabled:
-                            n.start_soon(
-                                lambda: supervise(
-                                    "analysis_log",
-                                    run_analysis_log,
-                                    config.analysis_log,
-                                    config.site.id,
-                                    analysis_recv,
-                                    comp.analysis_stats,
-                                    stats=sup,
-                                )
-                            )
+                            analysis_args = (
+                                config.analysis_log, config.site.id, analysis_recv,
+                                comp.analysis_stats,
+                            )  # fmt: skip
+                            tasks.append(("analysis_log", run_analysis_log, analysis_args))
+                        for name, fn, args in tasks:
+                            n.start_soon(functools.partial(supervise, name, fn, *args, stats=sup))
             finally:
                 ingest_done.set()
 
@@ -359,15 +331,10 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
             log_event(log, logging.WARNING, "shutdown_egress_drain_skipped")
         else:
             with trio.move_on_at(egress_deadline):
-                hard = trio.Event()
-
-                async def wait_egress() -> None:
-                    await egress_done.wait()
-                    hard.set()
-
+                # until the egress task is done, a second signal arrives, or the deadline
                 async with trio.open_nursery() as n:
-                    n.start_soon(wait_egress)
-                    n.start_soon(_first_of, hard, hard_stop, n.cancel_scope)
+                    for event in (egress_done, hard_stop):
+                        n.start_soon(_cancel_when_set, event, n.cancel_scope)
             if not egress_done.is_set():
                 log_event(
                     log, logging.WARNING, "shutdown_egress_drain_incomplete",
@@ -397,16 +364,8 @@ async def _wait_gate_worker_idle(gate_recv: trio.MemoryReceiveChannel[GateJob]) 
             await trio.sleep(0.01)
 
 
-async def _first_of(a: trio.Event, b: trio.Event, scope: trio.CancelScope) -> None:
-    """Cancel `scope` as soon as either event is set."""
-    async with trio.open_nursery() as n:
-
-        async def wait(ev: trio.Event) -> None:
-            await ev.wait()
-            n.cancel_scope.cancel()
-
-        n.start_soon(wait, a)
-        n.start_soon(wait, b)
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
     scope.cancel()
 
 
