@@ -44,6 +44,7 @@ from gateway.io.rs485_poller import run_rs485_poller
 
 log = logging.getLogger("gateway.runtime")
 
+EGRESS_STARTUP_WAIT_S = 2.0  # start-up: wait at most this long for the egress connection
 GATE_DRAIN_S = 1.0  # shutdown: how long the gate worker may finish queued commands
 JOURNAL_CLOSE_S = 10.0  # shutdown: bound on the final flush + fsync
 # shutdown: the egress drain ends at most this long after the stop request. interfaces.md §7
@@ -287,6 +288,14 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
             finally:
                 ingest_done.set()
 
+        if config.mqtt_egress.enabled:
+            # Give the egress client a moment to connect first: the first door reading and
+            # early gate/track events are QoS 0 and would otherwise be dropped as
+            # `disconnected` at every start. Bounded, so an unreachable egress broker never
+            # delays ingest (payments, door state) by more than EGRESS_STARTUP_WAIT_S.
+            with trio.move_on_after(EGRESS_STARTUP_WAIT_S):
+                while not comp.egress_stats.connected:  # noqa: ASYNC110 - no event exists
+                    await trio.sleep(0.01)
         root.start_soon(ingest_stage)
         comp.started_mono_ns = time.monotonic_ns()
         if opts.ready is not None:
