@@ -117,9 +117,9 @@ class FeedServer:
 
 @asynccontextmanager
 async def serve_feed(
-    config: Config | None = None, timing: FeedTiming | None = None
+    config: Config | None = None, timing: FeedTiming | None = None, port: int = 0
 ) -> AsyncIterator[FeedServer]:
-    """The real app with the feed and dashboard routes first, on a free port, until exit."""
+    """The real app with the feed and dashboard routes first, on `port` (0: a free one)."""
     cfg = config if config is not None else make_config()
     clock = SystemClock()
     comp = Components.create(cfg, clock)
@@ -131,7 +131,7 @@ async def serve_feed(
     ctx = HttpContext(config=cfg, clock=clock, comp=comp)
     counters = FeedCounters()
     hc = HyperConfig()
-    hc.bind = [f"{HOST}:0"]
+    hc.bind = [f"{HOST}:{port}"]
     hc.accesslog = None
     hc.graceful_timeout = 0.2
     shutdown = trio.Event()
@@ -146,9 +146,9 @@ async def serve_feed(
                 task_status=task_status,
             )
         )
-        port = int(binds[0].rsplit(":", 1)[1])
+        bound = int(binds[0].rsplit(":", 1)[1])
         try:
-            yield FeedServer(port, comp, hub, counters)
+            yield FeedServer(bound, comp, hub, counters)
         finally:
             shutdown.set()
             nursery.cancel_scope.deadline = trio.current_time() + STEP_S
