@@ -23,6 +23,7 @@ _COMMANDS += ("gateway.app.cmd_replay",)
 _COMMANDS += ("gateway.app.cmd_demo",)
 _COMMANDS += ("gateway.app.cmd_sim",)
 _COMMANDS += ("gateway.tools.bench",)
+_COMMANDS += ("gateway.tools.watch",)
 
 
 class _Parser(argparse.ArgumentParser):
