@@ -299,7 +299,7 @@
     if (name === "acc" && c.connections !== undefined) return c.connections + " connections";
     if (name === "journal" && c.write_errors) return c.write_errors + " write errors";
     if (name === "mqtt_egress" && c.backlog) return "backlog " + c.backlog;
-    if (name === "http" && c.ws_clients !== undefined) return c.ws_clients + " feed clients";
+    if (name === "http" && c.ws_clients !== undefined) return c.ws_clients + " feed client" + (c.ws_clients === 1 ? "" : "s");
     return "";
   }
 
@@ -476,7 +476,7 @@
       ctx.stroke();
       ctx.setLineDash([]);
       ctx.fillStyle = line.style;
-      ctx.fillText(line.zone.name + " (" + line.zone.role.replace("_", " ") + ")", w * 0.81, line.y - 6);
+      ctx.fillText(line.zone.name + " (" + line.zone.role.replace("_", " ") + ")", w * 0.2, line.y - 15);
     });
 
     // zones, with their occupancy
