@@ -192,9 +192,8 @@ async def feed_client(
         await stream.aclose()
 
 
-@asynccontextmanager
-async def raw_never_reading(port: int) -> AsyncIterator[trio.SocketStream]:
-    """Handshake by hand over a socket with a tiny receive buffer, then never read again."""
+async def raw_handshake(port: int) -> trio.SocketStream:
+    """Handshake by hand over a socket with a tiny receive buffer; the caller never reads."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, TINY_RCVBUF)  # before connect: window
     stream = trio.SocketStream(sock)
@@ -207,6 +206,16 @@ async def raw_never_reading(port: int) -> AsyncIterator[trio.SocketStream]:
             while not accepted:
                 conn.receive_data(await stream.receive_some(1024))
                 accepted = any(isinstance(ev, AcceptConnection) for ev in conn.events())
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream
+
+
+@asynccontextmanager
+async def raw_never_reading(port: int) -> AsyncIterator[trio.SocketStream]:
+    stream = await raw_handshake(port)
+    try:
         yield stream
     finally:
         await stream.aclose()
@@ -424,3 +433,37 @@ async def test_send_blocked_past_the_limit_then_the_reader_resumes_gets_close_10
 async def read_all(ws: Any, kinds: list[str]) -> None:
     while True:
         kinds.append(json.loads(await ws.get_message())["kind"])
+
+
+async def test_server_stops_while_a_client_is_stuck_in_a_blocked_send() -> None:
+    # hypercorn shields socket writes: only closing the socket frees a writer blocked on a peer
+    # that does not read, and hypercorn does that only once the handler itself has returned
+    streams: list[trio.SocketStream] = []
+    rescued: list[bool] = []
+
+    async def rescue() -> None:
+        """Turn a hang into a failure: closing the peer (RST) frees any blocked send."""
+        await trio.sleep(STEP_S)
+        rescued.append(True)
+        for stream in streams:
+            await stream.aclose()
+
+    try:
+        async with trio.open_nursery() as guard:
+            guard.start_soon(rescue)
+            async with serve_feed() as server:
+                streams.append(await raw_handshake(server.port))
+                await wait_until(lambda: server.hub.stats.clients == 1, "client subscribed")
+                sent = 0
+                with trio.fail_after(STEP_S):
+                    while server.hub.stats.dropped == 0:  # queue full: the writer is blocked
+                        server.hub.publish("position", big_payload(sent))
+                        sent += 1
+                        await trio.sleep(0.001)
+                assert server.hub.stats.clients == 1  # within the 5 s limit: still subscribed
+            guard.cancel_scope.cancel()
+        assert rescued == []  # the server stopped with the client connected and unread
+        assert server.hub.stats.clients == 0
+    finally:
+        for stream in streams:
+            await stream.aclose()
