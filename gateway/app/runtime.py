@@ -276,7 +276,8 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
                             tasks.append(("acc_listener", serve_acc, acc_args))
                         if config.rs485.enabled:
                             rs485_args = (config.rs485, door, comp.rs485_stats)
-                            tasks.append(("rs485", run_rs485_poller, rs485_args))
+                            poller = _after_egress_connects(config, comp, run_rs485_poller)
+                            tasks.append(("rs485", poller, rs485_args))
                         if config.analysis_log.enabled:
                             analysis_args = (
                                 config.analysis_log, config.site.id, analysis_recv,
@@ -288,14 +289,6 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
             finally:
                 ingest_done.set()
 
-        if config.mqtt_egress.enabled:
-            # Give the egress client a moment to connect first: the first door reading and
-            # early gate/track events are QoS 0 and would otherwise be dropped as
-            # `disconnected` at every start. Bounded, so an unreachable egress broker never
-            # delays ingest (payments, door state) by more than EGRESS_STARTUP_WAIT_S.
-            with trio.move_on_after(EGRESS_STARTUP_WAIT_S):
-                while not comp.egress_stats.connected:  # noqa: ASYNC110 - no event exists
-                    await trio.sleep(0.01)
         root.start_soon(ingest_stage)
         comp.started_mono_ns = time.monotonic_ns()
         if opts.ready is not None:
@@ -376,6 +369,26 @@ async def _wait_gate_worker_idle(gate_recv: trio.MemoryReceiveChannel[GateJob]) 
 async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+def _after_egress_connects(
+    config: Config, comp: Components, fn: Callable[..., Awaitable[Any]]
+) -> Callable[..., Awaitable[Any]]:
+    """Start `fn` once the egress client is connected, waiting at most EGRESS_STARTUP_WAIT_S.
+
+    The first door reading is a QoS 0 publish: without this it is dropped as `disconnected` at
+    every start, and consumers never learn the starting door state. Only the RS485 poller waits;
+    payments and sensor input start at once.
+    """
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if config.mqtt_egress.enabled:
+            with trio.move_on_after(EGRESS_STARTUP_WAIT_S):
+                while not comp.egress_stats.connected:  # noqa: ASYNC110 - no event exists
+                    await trio.sleep(0.01)
+        return await fn(*args, **kwargs)
+
+    return wrapped
 
 
 def _egress_entry(
