@@ -1,11 +1,12 @@
 """Live feed over WebSocket, `WS /ws` (interfaces.md §8): hello, hub messages, health, heartbeat.
 
-One handler per client, three tasks: a writer (`hello`, then the client's hub queue, `health` and
-`heartbeat` on the client's own timers, `dropped` once an overflowed queue has room again), a reader
-that only watches for the disconnect, and a watchdog that ends a client whose send has been blocked
-longer than `send_block_close_s` (close 1008). Ticks are per client, not hub-wide: they bypass the
-queue, so even an overflowing client still sees `health` and `heartbeat`, and no task outside the
-handler is needed. The hub (`LiveFeedHub.publish`) never waits for any of this.
+Each client gets three tasks. The writer sends `hello`, then the client's hub queue, plus
+`health` and `heartbeat` on the client's own timers and `dropped` once an overflowed queue has
+room again. It runs in the `writers` nursery, which outlives the handlers (see `_Session.run`).
+The reader only watches for the disconnect. The watchdog drops a client whose send has been
+blocked for longer than `send_block_close_s` (close 1008). The ticks are per client and bypass
+the queue, so an overflowing client still gets `health` and `heartbeat`. The hub
+(`LiveFeedHub.publish`) never waits for any of this.
 """
 
 from __future__ import annotations
