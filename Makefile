@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo image-test clean mosquitto
+.PHONY: test lint typecheck unit demo image-test clean mosquitto chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy gateway
 
-test: $(STAMP) mosquitto lint typecheck
+# The dashboard's browser tests need headless Chromium; install it when missing (root only),
+# otherwise those two tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	      echo "chromium could not be installed: the browser tests will skip"; \
+	  else \
+	    echo "chromium is missing (sudo apt-get install chromium): the browser tests will skip"; \
+	  fi; }
+
+test: $(STAMP) mosquitto chromium lint typecheck
 	PATH="$$PATH:/usr/sbin" $(BIN)/python -m pytest -q
 
 unit: $(STAMP)

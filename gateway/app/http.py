@@ -20,11 +20,13 @@ from hypercorn.trio import serve as hyper_serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.app.dashboard import dashboard_routes
 from gateway.app.logs import RateLimiter
 from gateway.app.state import Components
+from gateway.app.ws import ws_routes
 from gateway.config.model import Config
 from gateway.core.effects import Publish
 from gateway.core.model import DOOR_STATUSES, AccInput, Clock, DoorReading, GateCmd
@@ -117,21 +119,15 @@ async def _open_manually(ctx: HttpContext, wait_s: float) -> GateOutcome:
     )
 
 
-def build_app(ctx: HttpContext) -> Starlette:
+def build_app(ctx: HttpContext, feed_writers: trio.Nursery) -> Starlette:
+    """The app; `feed_writers` runs each WS client's sender outside its handler (see ws.py)."""
+
     async def health(_: Request) -> Response:
         body, status = ctx.comp.health()
         return JSONResponse(body, status_code=status)
 
     async def metrics(_: Request) -> Response:
         return Response(await ctx.comp.metrics_text(), media_type=METRICS_CONTENT_TYPE)
-
-    async def index(_: Request) -> Response:
-        body, _status = ctx.comp.health()
-        return HTMLResponse(
-            "<!doctype html><title>gateway</title><h1>gateway "
-            f"{ctx.config.site.id}</h1><p>status: <b>{body['status']}</b></p>"
-            '<p><a href="/health">/health</a> · <a href="/metrics">/metrics</a></p>'
-        )
 
     def control(route: Callable[[Request], Awaitable[Response]]) -> Endpoint:
         """POST route + its OPTIONS preflight on one Route, so a 405 lists both in `Allow`."""
@@ -199,7 +195,8 @@ def build_app(ctx: HttpContext) -> Starlette:
         )
 
     routes = [
-        Route("/", index, methods=["GET"]),
+        *dashboard_routes(),
+        *ws_routes(ctx, feed_writers),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/gate/open", control(gate_open), methods=["POST", "OPTIONS"]),
@@ -223,4 +220,7 @@ async def serve_http(
     hc.accesslog = None
     hc.errorlog = log
     hc.graceful_timeout = GRACEFUL_STOP_S
-    await hyper_serve(build_app(ctx), hc, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+    async with trio.open_nursery() as feed_writers:
+        app = build_app(ctx, feed_writers)
+        await hyper_serve(app, hc, shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+        feed_writers.cancel_scope.cancel()

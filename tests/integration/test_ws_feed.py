@@ -136,7 +136,8 @@ async def serve_feed(
     hc.graceful_timeout = 0.2
     shutdown = trio.Event()
     async with trio.open_nursery() as writers, trio.open_nursery() as nursery:
-        app = build_app(ctx)
+        app = build_app(ctx, writers)
+        # the feed routes with this test's timing/counters go first, so they win over the defaults
         app.router.routes[0:0] = [*dashboard_routes(), *ws_routes(ctx, writers, timing, counters)]
         binds = await nursery.start(
             lambda task_status: hyper_serve(
