@@ -92,7 +92,7 @@ def parse_publish(first: int, body: bytes) -> tuple[str, bytes]:
 
 
 class RawSubscriber:
-    """`async with RawSubscriber.open(...)`-free API: `connect`, then run `serve` in a task."""
+    """`await RawSubscriber.connect(...)` (CONNACK + SUBACK awaited), then `serve` in a task."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
