@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -29,6 +30,7 @@ from gateway.io.gate_worker import GateJob
 log = logging.getLogger("gateway.tracker")
 
 TICK_S = 1.0  # behaviour.md §4.10
+JOURNAL_BACKLOG_MAX = 10_000  # journeys waiting for the journal channel; beyond: dropped, counted
 DRAIN_BATCH = 64  # items handled per wake-up before yielding (keeps the gate worker prompt)
 
 
@@ -77,6 +79,10 @@ class TrackerActor:
     # set by `begin_shutdown`: during the shutdown drain + finalization nothing consumes the
     # journal/egress channels, so what does not fit waits here for `flush_overflow`
     _overflow: list[tuple[trio.MemorySendChannel[Any], object]] | None = None
+    # journeys waiting for room in the journal channel: a tick can release more journeys at
+    # once than the channel holds (100), and the journal is the durable record, so they wait
+    # here (bounded) and are moved into the channel as the writer makes room — never awaited
+    _journal_backlog: deque[Mapping[str, Any]] = attrs.field(factory=deque)
 
     # ---- effects -------------------------------------------------------------------------
     def dispatch(self, effects: Iterable[Effect]) -> None:
@@ -117,18 +123,33 @@ class TrackerActor:
 
     def _emit_journey(self, effect: EmitJourney) -> None:
         self.stats.journey_egress_received += 1
-        try:
-            self.journal_send.send_nowait(effect.record)
-        except trio.WouldBlock:
-            if self._overflow is not None:
-                self._overflow.append((self.journal_send, effect.record))
-            else:
-                self.stats.journey_egress_dropped += 1
-                self._limiter.log(log, logging.WARNING, "journal_full", "journal_queue_full")
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        backlog = self._journal_backlog
+        backlog.append(effect.record)
+        self.pump_journal()
+        if len(backlog) > JOURNAL_BACKLOG_MAX:
+            backlog.popleft()
             self.stats.journey_egress_dropped += 1
-            self._limiter.log(log, logging.WARNING, "journal_full", "journal_queue_full")
+            self._limiter.log(log, logging.WARNING, "journal_full", "journal_backlog_full")
         self._offer(Publish("journey", {"site": self.site, **effect.record}))
+
+    def pump_journal(self) -> None:
+        """Move waiting journeys into the journal channel while it has room (never blocks)."""
+        backlog = self._journal_backlog
+        while backlog:
+            try:
+                self.journal_send.send_nowait(backlog[0])
+            except trio.WouldBlock:
+                return
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self.stats.journey_egress_dropped += len(backlog)
+                backlog.clear()
+                self._limiter.log(log, logging.WARNING, "journal_closed", "journal_closed")
+                return
+            backlog.popleft()
+
+    @property
+    def journal_backlog(self) -> int:
+        return len(self._journal_backlog)
 
     # ---- consumers -----------------------------------------------------------------------
     def handle(self, item: object) -> None:
@@ -144,6 +165,8 @@ class TrackerActor:
                 log_event(log, logging.WARNING, "unknown_event_item", type=type(item).__name__)
                 return
             self.stats.events_handled += 1
+            if self._journal_backlog:
+                self.pump_journal()  # room freed by the writer goes to waiting journeys first
             self.dispatch(effects)
         except Exception as exc:
             self.crashed = exc
@@ -209,6 +232,7 @@ class TrackerActor:
         while True:
             await trio.sleep_until(start + k * TICK_S)
             try:
+                self.pump_journal()
                 self.dispatch(self.tracker.tick())
             except Exception as exc:
                 self.crashed = exc
@@ -236,10 +260,16 @@ class TrackerActor:
         """Shutdown only (the tracker stage has ended): deliver what `begin_shutdown` kept, in
         order, waiting for room; returns the count. Never called while the tracker runs."""
         pending, self._overflow = self._overflow or [], []
+        journeys, self._journal_backlog = self._journal_backlog, deque()
+        for record in journeys:
+            try:
+                await self.journal_send.send(record)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self.stats.journey_egress_dropped += 1
         for channel, item in pending:
             try:
                 await channel.send(item)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 if channel is self.journal_send:
                     self.stats.journey_egress_dropped += 1
-        return len(pending)
+        return len(pending) + len(journeys)

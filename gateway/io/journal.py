@@ -198,6 +198,13 @@ class _Writer:
                 except trio.EndOfChannel:
                     return
                 self._add(record)
+                # take what is already queued too, so a burst becomes one write + fsync
+                # instead of one per 10 lines (the channel is only 100 deep)
+                for _ in range(MAX_KEPT):
+                    try:
+                        self._add(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
             if scope.cancelled_caught or (
                 len(self.pending) >= FLUSH_BATCH and trio.current_time() >= self.retry_at
             ):

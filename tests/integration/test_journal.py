@@ -116,7 +116,7 @@ async def test_single_journey_is_flushed_1000_ms_after_it_arrived(
         assert jids(path) == ["j0001"]
 
 
-async def test_25_journeys_make_three_batches_in_order(
+async def test_10_pending_flush_at_once_and_a_queued_burst_is_one_write(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     path = tmp_path / "journeys.jsonl"
@@ -124,14 +124,33 @@ async def test_25_journeys_make_three_batches_in_order(
     clock = FakeUtc()
     t0 = trio.current_time()
     async with journal(path, stats, now=clock) as send:
-        for i in range(25):
-            await send.send(rec(i))
-        await settle(lambda: stats.lines == 20)
-        await trio.sleep(1.0)
+        for i in range(10):  # 10 pending trigger a flush at once
+            send.send_nowait(rec(i))
+        await settle(lambda: stats.lines == 10)
+        for i in range(10, 25):  # a queued burst is taken whole: one write + fsync
+            send.send_nowait(rec(i))
         await settle(lambda: stats.lines == 25)
-        assert stats.flushes == 3
-        assert clock.calls == [t0, t0, t0 + 1.0]
+        assert stats.flushes == 2
+        assert clock.calls == [t0, t0]
     assert jids(path) == [f"j{i:04d}" for i in range(25)]
+
+
+async def test_a_few_lines_wait_for_the_one_second_flush(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "journeys.jsonl"
+    stats = JournalStats()
+    clock = FakeUtc()
+    t0 = trio.current_time()
+    async with journal(path, stats, now=clock) as send:
+        for i in range(5):
+            send.send_nowait(rec(i))
+        await trio.sleep(0.9)
+        assert stats.lines == 0
+        await trio.sleep(0.2)  # past the 1 s deadline; the flush thread then runs
+        await settle(lambda: stats.lines == 5)
+        assert clock.calls == [t0 + 1.0]
+    assert jids(path) == [f"j{i:04d}" for i in range(5)]
 
 
 async def test_parent_dirs_created_and_existing_file_appended(

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.app import actor as actor_module
+import gateway.app.actor as actor_module
 from gateway.app.actor import QueueGatePort, TrackerActor, TrackerCrashed
 from gateway.app.latest import LatestValue
 from gateway.app.livefeed import LiveFeedHub
@@ -142,18 +142,39 @@ def test_dispatch_routes_every_effect_kind(caplog: pytest.LogCaptureFixture) -> 
     assert rig.actor.stats.journey_egress_received == 1
 
 
-def test_full_egress_and_journal_drop_count_and_warn_once(
+def test_full_egress_drops_and_warns_once_while_journeys_wait_for_the_journal(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rig = Rig(journal=1, egress=1)
     rig.actor.dispatch([journey("a"), journey("b"), journey("c")])
     assert rig.actor.stats.journey_egress_received == 3
-    assert rig.actor.stats.journey_egress_dropped == 2
+    assert rig.actor.stats.journey_egress_dropped == 0  # the journal is the durable record
+    assert rig.actor.journal_backlog == 2
     assert rig.egress_stats.dropped["queue_full"] == 2  # journeys b and c on the egress side
     assert rig.journal_recv.receive_nowait() == {"jid": "a", "out": "exit"}
+    rig.actor.pump_journal()  # the writer made room: the next waiting journey moves in
+    assert rig.journal_recv.receive_nowait() == {"jid": "b", "out": "exit"}
+    rig.actor.pump_journal()
+    assert rig.journal_recv.receive_nowait() == {"jid": "c", "out": "exit"}
+    assert rig.actor.journal_backlog == 0
     warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warns.count("journal_queue_full") == 1  # ≤ 1 per second
-    assert warns.count("egress_queue_full") == 1
+    assert warns.count("egress_queue_full") == 1  # ≤ 1 per second
+
+
+def test_journal_backlog_is_bounded_drops_the_oldest_and_counts(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(actor_module, "JOURNAL_BACKLOG_MAX", 2)
+    rig = Rig(journal=1, egress=10)
+    rig.actor.dispatch([journey(j) for j in "abcde"])  # a in the channel, b..e wait, cap 2
+    assert rig.actor.journal_backlog == 2
+    assert rig.actor.stats.journey_egress_dropped == 2  # b and c, the oldest waiting
+    rig.actor.pump_journal()
+    assert rig.journal_recv.receive_nowait()["jid"] == "a"
+    rig.actor.pump_journal()
+    assert rig.journal_recv.receive_nowait()["jid"] == "d"
+    warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warns.count("journal_backlog_full") == 1
 
 
 async def test_consumer_hands_a_gate_command_over_before_the_next_item() -> None:
@@ -275,7 +296,8 @@ async def test_shutdown_keeps_what_does_not_fit_and_delivers_it_in_order() -> No
     rig.actor.begin_shutdown()
     rig.tracker.shutdown_effects = [journey(f"j{i}") for i in range(5)]
     rig.actor.finalize()
-    assert rig.actor.overflow == 5  # 3 journeys for the journal + 2 journey publishes
+    assert rig.actor.journal_backlog == 3  # 3 journeys wait for the journal (capacity 2)
+    assert rig.actor.overflow == 2  # + 2 journey publishes that did not fit the egress
     assert rig.actor.stats.journey_egress_dropped == 0
     assert rig.egress_stats.dropped["queue_full"] == 0
     journal: list[Any] = []
