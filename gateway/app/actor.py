@@ -31,7 +31,10 @@ log = logging.getLogger("gateway.tracker")
 
 TICK_S = 1.0  # behaviour.md §4.10
 JOURNAL_BACKLOG_MAX = 10_000  # journeys waiting for the journal channel; beyond: dropped, counted
-DRAIN_BATCH = 64  # items handled per wake-up before yielding (keeps the gate worker prompt)
+# queued items handled per wake-up before yielding: a batch of 40-object frames is ~1 ms of work,
+# so the RS485 poller, the gate worker and the MQTT socket wait no longer than that (with 64 the
+# bench saw RS485 poll-start deviations p99 ≈ 9 ms; with 16, ≈ 5 ms: docs/performance.md)
+DRAIN_BATCH = 16
 
 
 class TrackerCrashed(Exception):

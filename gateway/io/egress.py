@@ -26,6 +26,7 @@ log = logging.getLogger("gateway.egress")
 
 BACKLOG_CAPACITY: Final = 10_000  # §7: journeys kept while disconnected; oldest dropped
 MAX_UNACKED: Final = 20  # §7: QoS 1 journeys in flight
+EGRESS_DRAIN_BATCH: Final = 32  # queued items routed per wake-up after the awaited one
 DRAIN_S: Final = 5.0  # §7 / D15: channel + backlog drain on shutdown, in total
 RECONNECT_FIRST_S: Final = 1.0  # §1.1 backoff 1, 2, 4 … ≤ 10 s, reset after a CONNACK
 RECONNECT_MAX_S: Final = 10.0
@@ -317,6 +318,13 @@ async def run_egress(
         task_status.started()
         async for item in receive:
             router.route(item)
+            # route what is already queued too (one scheduling round per item cannot keep up
+            # with a tracker that hands over bursts); bounded so the loop still yields
+            for _ in range(EGRESS_DRAIN_BATCH):
+                try:
+                    router.route(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
         with trio.move_on_after(DRAIN_S):
             await router.wait_backlog_empty()
         if len(router.backlog):
