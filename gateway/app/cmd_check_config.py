@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.config.loader import ConfigError, load_config
+from gateway.app.cmd_config import EXIT_CONFIG, load_or_report
 from gateway.config.summary import summary_lines
 
 EXIT_OK = 0
-EXIT_CONFIG = 2  # interfaces.md §10: configuration or usage error
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,10 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     path: str = args.path
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        sys.stderr.write("".join(f"{line}\n" for line in exc.errors))
+    cfg = load_or_report(path)
+    if cfg is None:
         return EXIT_CONFIG
     if not args.quiet:
         sys.stdout.write("".join(f"{line}\n" for line in summary_lines(cfg)))

@@ -16,7 +16,7 @@ from typing import BinaryIO, Final
 import httpx
 import trio
 
-from gateway.config.loader import ConfigError, load_config
+from gateway.app.cmd_config import load_or_report
 from gateway.config.model import Config
 from gateway.io.mqtt_shim import MqttClient, MqttError
 from gateway.tools.replay import (
@@ -91,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config: Config | None = None
     if args.config is not None:
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            sys.stderr.write("".join(f"{line}\n" for line in exc.errors))
+        config = load_or_report(args.config)
+        if config is None:
             return EXIT_USAGE
     try:
         fh = open(args.file, "rb")  # noqa: SIM115 (closed in the finally below)

@@ -7,8 +7,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from gateway.app.cmd_config import EXIT_CONFIG, load_or_report
 from gateway.app.runtime import RunOptions, main_run
-from gateway.config.loader import ConfigError, load_config
 from gateway.core.model import AccInput
 
 TEST_HOOKS_ENV = "GATEWAY_TEST_HOOKS"
@@ -51,12 +51,9 @@ def _crash_on_receipt(receipt: str) -> Callable[[object], None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 2
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
     for warning in config.warnings:
         print(f"config warning: {config.path}: {warning}", file=sys.stderr)
     try:

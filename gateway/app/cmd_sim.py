@@ -25,9 +25,9 @@ import attrs
 import httpx
 import trio
 
+from gateway.app.cmd_config import EXIT_CONFIG, load_or_report
 from gateway.app.runtime import RunOptions, run_gateway
 from gateway.app.state import Components
-from gateway.config.loader import ConfigError, load_config
 from gateway.config.model import BrokerConfig, Config
 from gateway.io.broker import BrokerStats, run_broker
 from gateway.io.egress import topic_map
@@ -537,12 +537,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run_command(args: argparse.Namespace) -> int:
     out = partial(print, flush=True)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 2
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
     try:
         plan = SitePlan.from_config(config)
     except SimConfigError as exc:
