@@ -170,6 +170,11 @@ async def run_gateway(config: Config, options: RunOptions | None = None) -> int:
         log, logging.INFO, "gateway_starting", version=__version__, site=config.site.id,
         config=config.path,
     )  # fmt: skip
+    log_event(
+        log, logging.INFO, "config_loaded", path=config.path, gate=config.gate.mode,
+        mqtt=f"{config.mqtt.host}:{config.mqtt.port}", pos_zones=len(config.zones.pos_zones),
+        broker=config.broker_enabled, rs485=config.rs485.enabled, warnings=len(config.warnings),
+    )  # fmt: skip
 
     stop = comp.stop_requested
     hard_stop = trio.Event()
