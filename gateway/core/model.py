@@ -10,6 +10,7 @@ import enum
 from typing import Literal, Protocol
 
 import attrs
+import msgspec
 
 Position = tuple[float, float, float]  # [x, y, h] in metres (behaviour.md §1)
 
@@ -25,8 +26,13 @@ class EventKind(enum.Enum):
 Direction = Literal["forward", "backward"]
 
 
-@attrs.frozen
-class XovisEvent:
+# The per-frame types below are msgspec Structs, not attrs classes: the decoder builds one per
+# tracked object (40 per frame at 50 frames/s), and a Struct costs 0.12 µs to build against
+# 0.93 µs for a frozen attrs class (measured here; docs/performance.md). gc=False: they hold
+# only ints, strings, floats and tuples of those, so they can never be part of a cycle.
+
+
+class XovisEvent(msgspec.Struct, frozen=True, gc=False):
     """One sensor event; `position` = first tracked object of its frame with this id."""
 
     kind: EventKind
@@ -36,22 +42,19 @@ class XovisEvent:
     position: Position | None = None
 
 
-@attrs.frozen
-class TrackedObject:
+class TrackedObject(msgspec.Struct, frozen=True, gc=False):
     track_id: int
     obj_type: str = "PERSON"
     position: Position | None = None
 
 
-@attrs.frozen
-class Frame:
+class Frame(msgspec.Struct, frozen=True, gc=False):
     event_time_ms: int  # Xovis frame time, epoch ms, 0 if unknown
     events: tuple[XovisEvent, ...] = ()
     objects: tuple[TrackedObject, ...] = ()
 
 
-@attrs.frozen
-class XovisBatch:
+class XovisBatch(msgspec.Struct, frozen=True, gc=False):
     """One MQTT message worth of frames; all its events share `recv_ns`."""
 
     recv_ns: int
