@@ -26,7 +26,8 @@ log = logging.getLogger("gateway.egress")
 
 BACKLOG_CAPACITY: Final = 10_000  # §7: journeys kept while disconnected; oldest dropped
 MAX_UNACKED: Final = 20  # §7: QoS 1 journeys in flight
-EGRESS_DRAIN_BATCH: Final = 32  # queued items routed per wake-up after the awaited one
+EGRESS_DRAIN_BATCH: Final = 32  # queued items routed per wake-up once the channel backs up
+EGRESS_BACKLOG_ITEMS: Final = 100  # "backed up": this many items already waiting
 DRAIN_S: Final = 5.0  # §7 / D15: channel + backlog drain on shutdown, in total
 RECONNECT_FIRST_S: Final = 1.0  # §1.1 backoff 1, 2, 4 … ≤ 10 s, reset after a CONNACK
 RECONNECT_MAX_S: Final = 10.0
@@ -318,8 +319,11 @@ async def run_egress(
         task_status.started()
         async for item in receive:
             router.route(item)
-            # route what is already queued too (one scheduling round per item cannot keep up
-            # with a tracker that hands over bursts); bounded so the loop still yields
+            # Normally one item per scheduling round, so a gate command never waits behind a
+            # burst of position publishes. Only when the channel backs up (one round per item
+            # cannot keep up with a tracker that hands over bursts) take a bounded batch.
+            if receive.statistics().current_buffer_used < EGRESS_BACKLOG_ITEMS:
+                continue
             for _ in range(EGRESS_DRAIN_BATCH):
                 try:
                     router.route(receive.receive_nowait())
