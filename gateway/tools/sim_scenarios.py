@@ -216,6 +216,16 @@ async def approach(s: Stage, tid: int) -> None:
         await s.step(Move(tid, APPROACH_AFTER), Cross(tid, p.approach_line, "forward"))
 
 
+async def pay_and_approach(s: Stage, tid: int, zone: int, dwell_s: float, height: float) -> None:
+    """A paying customer: walk in, stand `dwell_s` in `zone`, pay, leave it, walk to the gate."""
+    await walk_in(s, tid, height)
+    await visit_pos(s, tid, zone, dwell_s)
+    await pay(s, tid, zone)
+    await s.step(Leave(tid, zone))
+    s.release_pos(zone, qualified=True)
+    await approach(s, tid)
+
+
 async def enter_gate_expect_open(s: Stage, tid: int, *, door_closed: bool = False) -> None:
     """Gate entry under the gate slot: `cmd_sent`, the open frame read by the mock, door open."""
     async with s.gate_slot(door_closed=door_closed):
@@ -270,12 +280,7 @@ async def happy_path(s: Stage) -> None:
     dwell = p.min_dwell_s + 1.0
     await s.claim_pos(zone, acc_after_s=dwell, qualifies_after_s=p.min_dwell_s)
     tid = s.new_tid()
-    await walk_in(s, tid, HEIGHT_HAPPY)
-    await visit_pos(s, tid, zone, dwell)
-    await pay(s, tid, zone)
-    await s.step(Leave(tid, zone))
-    s.release_pos(zone, qualified=True)
-    await approach(s, tid)
+    await pay_and_approach(s, tid, zone, dwell, HEIGHT_HAPPY)
     await enter_gate_expect_open(s, tid, door_closed=True)
     await exit_through_line(s, tid)
     j = await s.expect_journey(tid)
@@ -343,12 +348,7 @@ async def gate_zone_exit(s: Stage) -> None:
     dwell = p.min_dwell_s + 1.0
     await s.claim_pos(zone, acc_after_s=dwell, qualifies_after_s=p.min_dwell_s)
     tid = s.new_tid()
-    await walk_in(s, tid, HEIGHT_PLAIN)
-    await visit_pos(s, tid, zone, dwell)
-    await pay(s, tid, zone)
-    await s.step(Leave(tid, zone))
-    s.release_pos(zone, qualified=True)
-    await approach(s, tid)
+    await pay_and_approach(s, tid, zone, dwell, HEIGHT_PLAIN)
     await enter_gate_expect_open(s, tid)
     await s.step(Move(tid, GATE_FAR_SIDE), Leave(tid, p.gate))  # no exit-line crossing follows
     await s.step(Move(tid, p.exit_point), Delete(tid))
@@ -437,12 +437,7 @@ async def link_down(s: Stage) -> None:
     await s.stop_controller()
     await s.wait_link(up=False)
     tid = s.new_tid()
-    await walk_in(s, tid, HEIGHT_PLAIN)
-    await visit_pos(s, tid, zone, dwell)
-    await pay(s, tid, zone)
-    await s.step(Leave(tid, zone))
-    s.release_pos(zone, qualified=True)
-    await approach(s, tid)
+    await pay_and_approach(s, tid, zone, dwell, HEIGHT_PLAIN)
     mark = s.mark()
     await s.step(Move(tid, GATE_CENTRE), Enter(tid, p.gate))
     msg = await s.expect_gate(tid, mark)
